@@ -1,0 +1,68 @@
+# OneCard (一卡通) — developer entry points. `make run` and `make test` are all a newcomer needs.
+#
+#   make install   venv + `pip install -e '.[dev]'` + system packages + pyscard (idempotent)
+#   make run       install, then start the platform on the embedded default config
+#   make test      install, then lint, type checks, import contracts, pytest on SQLite and PostgreSQL
+#   make lint      only the static checks (ruff, ruff format, mypy, import-linter)
+#   make bench     install, then run every bench/bench_*.py and print its figures
+#   make clean     remove caches, build output and the install stamp (keeps .venv)
+#   make distclean clean + remove .venv
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.install-stamp
+
+.PHONY: help install system run test lint bench clean distclean
+
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+# A new venv gets a current pip first (the bundled one is old and noisy about this machine's
+# extra package indexes).
+$(PY):
+	@echo "==> creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"
+	$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --disable-pip-version-check -q --upgrade pip 2>&1 \
+	    | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+
+# Re-installs the Python packages only when pyproject.toml (or the install script) changed.
+# The system step runs every time: it only asks dpkg and is silent when nothing is missing.
+$(STAMP): pyproject.toml scripts/install-system.sh | $(PY)
+	@echo "==> pip install -e '.[dev]' into $(VENV)"
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+system: | $(PY)
+	@bash scripts/install-system.sh $(VENV)
+
+install: $(STAMP) system
+
+run: install
+	$(VENV)/bin/onecard run
+
+test: install
+	@bash scripts/run-tests.sh
+
+lint: install
+	@bash scripts/run-tests.sh --lint-only
+
+bench: install
+	@shopt -s nullglob; files=(bench/bench_*.py); \
+	if (( $${#files[@]} == 0 )); then echo "no bench/bench_*.py yet"; exit 0; fi; \
+	for f in "$${files[@]}"; do \
+	    echo "==> $$f"; \
+	    $(PY) "$$f"; \
+	done
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts $(STAMP)
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune \
+	    -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

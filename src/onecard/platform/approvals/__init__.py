@@ -1,0 +1,1 @@
+"""Four-eyes approval: actions that need a second operator wait here until decided."""

@@ -1,0 +1,1 @@
+"""Operators, roles, permissions, data scopes, login and API tokens."""

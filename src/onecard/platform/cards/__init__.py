@@ -1,0 +1,1 @@
+"""Cards and their life cycle; every change of acceptance versions the card blacklist."""

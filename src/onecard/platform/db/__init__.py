@@ -1,0 +1,1 @@
+"""Database plumbing: declarative base, engines, tenant scoping and append-only guards."""

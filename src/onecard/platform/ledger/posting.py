@@ -1,0 +1,236 @@
+"""Posting: the one way money moves.
+
+:func:`post` appends one balanced entry in the caller's transaction and never commits. It is
+idempotent by ``(tenant, idempotency_key)``: a replay with the same content returns the first
+entry, a replay with other content raises :class:`DuplicateRequest`. Balance rows are locked in
+ascending account id (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite holds its database write
+lock from ``BEGIN IMMEDIATE``), so concurrent postings neither deadlock nor lose updates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from onecard.platform.actors import Actor
+from onecard.platform.db.engine import is_postgres
+from onecard.platform.errors import (
+    Conflict,
+    DuplicateRequest,
+    InsufficientFunds,
+    NotFound,
+    Unbalanced,
+    ValidationFailed,
+)
+from onecard.platform.ledger.models import Account, Balance, Entry, Line
+from onecard.platform.money import MAX_FEN
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    """A proposed line: ``amount_fen`` > 0 debits the account, < 0 credits it."""
+
+    account_id: int
+    amount_fen: int
+
+
+@dataclass(frozen=True)
+class PostingRequest:
+    """Everything that defines an entry; its canonical form is what idempotency compares."""
+
+    code: str
+    lines: tuple[LineSpec, ...]
+    idempotency_key: str
+    memo: str = ""
+    occurred_at: datetime | None = None
+    source: str = "platform"
+    reverses_id: int | None = None
+    reference: Mapping[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the content that must match on a replay (not times or actor)."""
+        body = {
+            "code": self.code,
+            "lines": sorted((ln.account_id, ln.amount_fen) for ln in self.lines),
+            "reverses_id": self.reverses_id,
+            "reference": dict(self.reference),
+        }
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def post(session: Session, request: PostingRequest, *, actor: Actor, now: datetime) -> Entry:
+    """Append the entry described by ``request``; return the existing one on a replay."""
+    existing = find_by_key(session, request.idempotency_key)
+    if existing is not None:
+        return _replay(existing, request)
+    accounts = _load_accounts(session, request.lines)
+    _validate(request, accounts)
+    entry, created = _insert_entry(session, request, actor=actor, now=now)
+    if not created:
+        return _replay(entry, request)
+    _apply_balances(session, request.lines, accounts, now)
+    session.add_all(
+        Line(entry_id=entry.id, account_id=ln.account_id, amount_fen=ln.amount_fen)
+        for ln in request.lines
+    )
+    session.flush()
+    return entry
+
+
+def find_by_key(session: Session, key: str) -> Entry | None:
+    """The entry posted under ``key`` for the tenant in scope, if any."""
+    return session.scalar(select(Entry).where(Entry.idempotency_key == key))
+
+
+def _replay(entry: Entry, request: PostingRequest) -> Entry:
+    if entry.request_hash != request.fingerprint():
+        raise DuplicateRequest(
+            "idempotency key was already used for a different entry",
+            idempotency_key=request.idempotency_key,
+            entry_id=entry.id,
+        )
+    entry._onecard_replayed = True  # type: ignore[attr-defined]
+    return entry
+
+
+def was_replayed(entry: Entry) -> bool:
+    """True when :func:`post` returned an entry that an earlier request created."""
+    return bool(getattr(entry, "_onecard_replayed", False))
+
+
+def _load_accounts(session: Session, lines: Sequence[LineSpec]) -> dict[int, Account]:
+    ids = {ln.account_id for ln in lines}
+    found = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(ids)))}
+    missing = ids - found.keys()
+    if missing:
+        raise NotFound(f"account {min(missing)} not found", account_id=min(missing))
+    return found
+
+
+def _validate(request: PostingRequest, accounts: Mapping[int, Account]) -> None:
+    if len(request.lines) < 2:
+        raise ValidationFailed("an entry needs at least two lines")
+    for ln in request.lines:
+        if isinstance(ln.amount_fen, bool) or not isinstance(ln.amount_fen, int):
+            raise ValidationFailed("line amounts are whole fen", account_id=ln.account_id)
+        if ln.amount_fen == 0 or abs(ln.amount_fen) > MAX_FEN:
+            raise ValidationFailed("line amount out of range", account_id=ln.account_id)
+    if sum(ln.amount_fen for ln in request.lines) != 0:
+        raise Unbalanced("lines do not sum to zero", lines=[ln.amount_fen for ln in request.lines])
+    currencies = {a.currency for a in accounts.values()}
+    if len(currencies) != 1:
+        raise ValidationFailed("an entry may not mix currencies", currencies=sorted(currencies))
+    closed = [a.code for a in accounts.values() if a.closed_at is not None]
+    if closed:
+        raise Conflict(f"account {closed[0]} is closed", account=closed[0])
+
+
+def _insert_entry(
+    session: Session, request: PostingRequest, *, actor: Actor, now: datetime
+) -> tuple[Entry, bool]:
+    """Insert the entry row; ``(existing, False)`` when a concurrent request won the key."""
+    entry = Entry(
+        idempotency_key=request.idempotency_key,
+        request_hash=request.fingerprint(),
+        code=request.code,
+        memo=request.memo,
+        occurred_at=request.occurred_at or now,
+        recorded_at=now,
+        source=request.source,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        reverses_id=request.reverses_id,
+        reference=dict(request.reference),
+    )
+    try:
+        # A concurrent request with the same key blocks here until the first one commits.
+        with session.begin_nested():
+            session.add(entry)
+            session.flush()
+    except IntegrityError:
+        return _after_conflict(session, request), False
+    return entry, True
+
+
+def _after_conflict(session: Session, request: PostingRequest) -> Entry:
+    existing = find_by_key(session, request.idempotency_key)
+    if existing is not None:
+        return existing
+    raise Conflict("entry already reversed", reverses_id=request.reverses_id)
+
+
+def _apply_balances(
+    session: Session, lines: Sequence[LineSpec], accounts: Mapping[int, Account], now: datetime
+) -> None:
+    deltas: dict[int, int] = defaultdict(int)
+    counts: dict[int, int] = defaultdict(int)
+    for ln in lines:
+        deltas[ln.account_id] += ln.amount_fen
+        counts[ln.account_id] += 1
+    for balance in _lock_balances(session, sorted(deltas)):
+        account = accounts[balance.account_id]
+        _check_minimum(account, balance.raw_fen, deltas[account.id])
+        balance.raw_fen += deltas[account.id]
+        balance.line_count += counts[account.id]
+        balance.updated_at = now
+
+
+def _lock_balances(session: Session, account_ids: list[int]) -> list[Balance]:
+    stmt = select(Balance).where(Balance.account_id.in_(account_ids)).order_by(Balance.account_id)
+    if is_postgres(session):
+        stmt = stmt.with_for_update()
+    # populate_existing: a row cached in this session must not hide a concurrent commit.
+    rows = list(session.scalars(stmt.execution_options(populate_existing=True)))
+    if len(rows) != len(account_ids):
+        raise NotFound("balance row missing for an account", account_ids=account_ids)
+    return rows
+
+
+def _check_minimum(account: Account, raw_before: int, delta: int) -> None:
+    if account.min_balance_fen is None:
+        return
+    normal_delta = delta * account.sign
+    if normal_delta >= 0:
+        return  # money coming in is always accepted, even on an account below its minimum
+    normal_after = (raw_before + delta) * account.sign
+    if normal_after < account.min_balance_fen:
+        raise InsufficientFunds(
+            f"account {account.code} would fall below its minimum",
+            account_id=account.id,
+            balance_fen=raw_before * account.sign,
+            shortfall_fen=account.min_balance_fen - normal_after,
+        )
+
+
+def reverse(
+    session: Session,
+    entry: Entry,
+    *,
+    idempotency_key: str,
+    actor: Actor,
+    now: datetime,
+    memo: str = "",
+) -> Entry:
+    """Post the mirror image of ``entry`` (each line negated) with ``reverses_id`` set."""
+    if entry.reverses_id is not None:
+        raise Conflict("a reversal cannot itself be reversed; post a new entry", entry_id=entry.id)
+    lines = session.scalars(select(Line).where(Line.entry_id == entry.id).order_by(Line.id))
+    request = PostingRequest(
+        code=f"{entry.code}.reversal",
+        lines=tuple(LineSpec(ln.account_id, -ln.amount_fen) for ln in lines),
+        idempotency_key=idempotency_key,
+        memo=memo or f"reversal of entry {entry.id}",
+        reverses_id=entry.id,
+        source=entry.source,
+    )
+    return post(session, request, actor=actor, now=now)

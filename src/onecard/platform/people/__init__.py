@@ -1,0 +1,1 @@
+"""People (card holders): staff, students, visitors, elderly riders, ..."""

@@ -1,0 +1,1 @@
+"""Shared test configuration; fixtures come from the ``onecard.testing.fixtures`` plugin."""
