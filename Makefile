@@ -16,6 +16,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install-stamp
+# This machine's pip config names local package folders that may be empty; pip warns once per
+# package about each. Drop only those lines (pip's exit status still counts: pipefail).
+PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
 .PHONY: help install system run test lint bench clean distclean
 
@@ -23,24 +26,23 @@ help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
 
 # A new venv gets a current pip first (the bundled one is old and noisy about this machine's
-# extra package indexes).
+# package folders).
 $(PY):
 	@echo "==> creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"
 	$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --disable-pip-version-check -q --upgrade pip 2>&1 \
-	    | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	@$(PY) -m pip install --disable-pip-version-check -q --upgrade pip 2>&1 | $(PIP_FILTER)
 
 # Re-installs the Python packages only when pyproject.toml (or the install script) changed.
 # The system step runs every time: it only asks dpkg and is silent when nothing is missing.
 $(STAMP): pyproject.toml scripts/install-system.sh | $(PY)
 	@echo "==> pip install -e '.[dev]' into $(VENV)"
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]' 2>&1 | $(PIP_FILTER)
 	@touch $@
 
-system: | $(PY)
+system: $(STAMP)
 	@bash scripts/install-system.sh $(VENV)
 
-install: $(STAMP) system
+install: system
 
 run: install
 	$(VENV)/bin/onecard run
@@ -60,7 +62,8 @@ bench: install
 	done
 
 clean:
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts $(STAMP)
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis \
+	    test-artifacts $(STAMP)
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune \
 	    -exec rm -rf {} +
 

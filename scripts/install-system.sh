@@ -69,7 +69,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 elif ! "$VENV/bin/python" -c 'import smartcard' 2>/dev/null; then
     if [[ -e /usr/include/PCSC/winscard.h ]]; then
         log "building pyscard into $VENV"
-        "$VENV/bin/python" -m pip install --disable-pip-version-check -q pyscard
+        # (the filter drops pip's per-package warnings about this machine's empty local indexes)
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q pyscard 2>&1 |
+            { grep -v 'is ignored: it is neither a file nor a directory' || true; }
     else
         warn "libpcsclite-dev missing (no /usr/include/PCSC/winscard.h): pyscard not installed"
     fi

@@ -54,7 +54,7 @@ run_step() {
     local name="$1" started rc
     shift
     header "$name"
-    echo "\$ $*"
+    printf '$ %s\n' "$(printf '%q ' "$@")"
     started=$SECONDS
     "$@"
     rc=$?
@@ -86,10 +86,10 @@ run_pytest() {
     local log="$ARTIFACTS/pytest-$logname.log"
     local cmd=("$PY" -m pytest -q --durations=10 --junitxml="$ARTIFACTS/junit-$logname.xml" "$@")
     header "$name"
-    echo "\$ ${envs[*]} ${cmd[*]}"
+    printf '$ %s\n' "$(printf '%q ' "${envs[@]}" "${cmd[@]}")"
     started=$SECONDS
     env -u ONECARD_TEST_DATABASE_URL "${envs[@]}" \
-        timeout -s INT -k 60 "$PYTEST_TIMEOUT" "${cmd[@]}" 2>&1 | tee "$log"
+        timeout --foreground -s INT -k 60 "$PYTEST_TIMEOUT" "${cmd[@]}" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     # pytest's closing line, e.g. "3 failed, 120 passed, 2 skipped in 41.20s" (with -q: no "=").
     summary="$(grep -E '^(=+ )?([0-9]+ (passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?)|no tests ran)' "$log" |
@@ -97,6 +97,7 @@ run_pytest() {
     TOTAL_PASSED=$((TOTAL_PASSED + $(count_of 'passed' "$summary")))
     TOTAL_FAILED=$((TOTAL_FAILED + $(count_of 'failed|errors?' "$summary")))
     TOTAL_SKIPPED=$((TOTAL_SKIPPED + $(count_of 'skipped' "$summary")))
+    [[ -n "$summary" ]] || summary="no summary line (see $log)"
     case "$rc" in
     0) note="$summary" ;;
     5) note="no tests ran (pytest exit 5)" ;;

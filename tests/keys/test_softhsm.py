@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from onecard.keys import macdata as md
-from onecard.keys.algorithms import Algorithm, diversify_path, ecb_decrypt, kcv
+from onecard.keys.algorithms import Algorithm, diversify_path, ecb_decrypt, kcv, retail_mac
 from onecard.keys.errors import (
     InvalidInput,
     KcvMismatch,
@@ -108,7 +107,9 @@ def test_writes_leave_no_temporary_files(hsm: SoftHsm, store_path: Path) -> None
 def test_reprs_hide_key_bytes(hsm: SoftHsm) -> None:
     key = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
     comps = split_key(Algorithm.TDES, key, 2)
-    text = repr(comps) + repr(hsm) + repr(hsm.import_components(ref("DTK"), Algorithm.TDES, 1, comps))
+    text = (
+        repr(comps) + repr(hsm) + repr(hsm.import_components(ref("DTK"), Algorithm.TDES, 1, comps))
+    )
     for comp in comps:
         assert comp.value.hex() not in text.lower()
     assert key.hex() not in text.lower()
@@ -221,8 +222,9 @@ def _purchase_request(spec: Spec, factors: tuple[bytes, ...], tx: str) -> Purcha
 def test_load_mac2_matches_spec_vector(hsm: SoftHsm, loaded: Any) -> None:
     spec, factors = loaded
     want = spec.o["load"]
-    assert hsm.load_mac2(ref("DLK"), _load_request(spec, factors, want["mac1"])).hex().upper() == (
-        want["mac2"]
+    assert (
+        hsm.load_mac2(ref("DLK"), _load_request(spec, factors, want["mac1"])).hex().upper()
+        == (want["mac2"])
     )
 
 
@@ -255,9 +257,7 @@ def test_tacs_of_the_spec_records_verify_and_forgeries_do_not(hsm: SoftHsm, load
     assert got == [True, True, True, False, False]
 
 
-def test_tac_check_with_the_wrong_number_of_factors_is_refused(
-    hsm: SoftHsm, loaded: Any
-) -> None:
+def test_tac_check_with_the_wrong_number_of_factors_is_refused(hsm: SoftHsm, loaded: Any) -> None:
     _, factors = loaded
     with pytest.raises(InvalidInput):
         hsm.verify_tacs(ref("DTK"), [TacCheck((*factors, bytes(8)), b"", bytes(4))])
@@ -273,7 +273,9 @@ def test_wrapped_card_keys_unwrap_to_the_spec_card_keys(
     assert wrapped.transport_kcv == kcv(Algorithm.SM4, tk)
     for w in wrapped.keys:
         clear = ecb_decrypt(Algorithm.SM4, tk, w.ciphertext)
-        assert clear.hex().upper() == spec.o["diversification"][w.name]["two_level(issuer,card_asn)"]
+        assert (
+            clear.hex().upper() == spec.o["diversification"][w.name]["two_level(issuer,card_asn)"]
+        )
         assert w.kcv == kcv(spec.alg, clear)
         assert clear not in w.ciphertext
 
@@ -297,11 +299,7 @@ def test_psam_image_never_carries_load_keys(hsm: SoftHsm) -> None:
         hsm.wrap_psam_image([ref("DLK")], [], ref("TK"))
 
 
-def test_secure_messaging_mac_uses_the_card_level_key(
-    hsm: SoftHsm, import_key: ImportKey
-) -> None:
-    from onecard.keys.algorithms import retail_mac
-
+def test_secure_messaging_mac_uses_the_card_level_key(hsm: SoftHsm, import_key: ImportKey) -> None:
     master, factor = os.urandom(16), os.urandom(8)
     import_key(ref("DAMK"), Algorithm.TDES, 1, master)
     card = diversify_path(Algorithm.TDES, master, [factor])

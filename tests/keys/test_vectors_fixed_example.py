@@ -14,8 +14,8 @@ from onecard.keys.algorithms import (
     diversify,
     diversify_path,
     load_session_key,
-    mac,
     m1_sector_key,
+    mac,
     pad80,
     purchase_session_key,
     retail_mac,
@@ -165,9 +165,7 @@ def test_debit_response_is_tac_then_mac2(ex: Example, tx: str) -> None:
 
 
 @pytest.mark.parametrize("sector", ["1", "2", "15"])
-def test_m1_sector_keys_match_platform_design_vectors(
-    vectors: dict[str, Any], sector: str
-) -> None:
+def test_m1_sector_keys_match_platform_design_vectors(vectors: dict[str, Any], sector: str) -> None:
     design = vectors["inputs"]["m1_platform_design"]
     want = vectors["m1_platform_design_NOT_A_STANDARD"]["sectors"][sector]
     uid, app = H(design["uid"]), int(design["app_code"], 16)

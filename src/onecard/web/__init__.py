@@ -1,1 +1,84 @@
 """Flask application: REST API (``/api/v1``), operations endpoints and the console."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from flask import Flask, Response, g, request
+from sqlalchemy import Engine
+
+from onecard.config import Settings, load_settings
+from onecard.platform.authz.services import AuthPolicy
+from onecard.platform.db.engine import make_engine, make_session_factory
+from onecard.platform.registry import Registry
+from onecard.platform.secrets import SecretBox, load_or_create_secret_key
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    registry: Registry | None = None,
+) -> Flask:
+    """Build the web app. Tests pass ``settings`` (and may share an ``engine``)."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 60 * 1024 * 1024
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    engine = engine or make_engine(settings.database.url, echo=settings.database.echo,
+                                   pool_size=settings.database.pool_size)
+    from onecard.web.state import AppState
+
+    app.extensions["onecard"] = AppState(
+        settings=settings, engine=engine, sessions=make_session_factory(engine),
+        registry=registry or Registry.load(), box=SecretBox(_secret_key(settings)),
+        policy=policy_from(settings))
+    _register(app)
+    return app
+
+
+def policy_from(settings: Settings) -> AuthPolicy:
+    """The login policy configured in ``settings``."""
+    sec = settings.security
+    return AuthPolicy(max_failures=sec.login_max_failures, lockout_minutes=sec.lockout_minutes,
+                      token_ttl_minutes=settings.web.token_ttl_minutes,
+                      password_min_length=sec.password_min_length)
+
+
+def _secret_key(settings: Settings) -> str:
+    if settings.security.secret_key:
+        return settings.security.secret_key
+    url = settings.database.url
+    base = Path(url.split("///", 1)[1]).parent if url.startswith("sqlite:///") else Path("var")
+    return load_or_create_secret_key(base / "secret.key")
+
+
+def _register(app: Flask) -> None:
+    from onecard.web.api import accounts, audit, auth, cards, ledger, openapi, operators, people
+    from onecard.web.api import tenants as tenants_api
+    from onecard.web.api.base import api_v1
+    from onecard.web.ops import install_metrics, ops
+    from onecard.web.problems import register_error_handlers
+
+    del accounts, audit, auth, cards, ledger, openapi, operators, people, tenants_api  # routes
+    app.register_blueprint(api_v1)
+    app.register_blueprint(ops)
+    register_error_handlers(app)
+    install_metrics(app)
+
+    @app.before_request
+    def _request_id() -> None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isalnum() else (
+            uuid.uuid4().hex)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        return response

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from onecard.device_agents.emulators.cpu_card import CardTorn
+
 
 @runtime_checkable
 class CardChannel(Protocol):
@@ -49,8 +51,6 @@ class InProcessChannel:
         self.emulator = emulator
 
     def transmit(self, apdu: bytes) -> bytes:
-        from onecard.device_agents.emulators.cpu_card import CardTorn
-
         try:
             return self.emulator.process_apdu(apdu)
         except CardTorn as err:

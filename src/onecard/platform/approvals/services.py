@@ -78,7 +78,22 @@ def _run_delete_person(
     return {"person_id": person.id}
 
 
+def _run_reversal(session: Session, p: dict[str, Any], actor: Actor, now: datetime) -> dict[str, Any]:
+    from onecard.platform.ledger.models import Entry
+    from onecard.platform.ledger.posting import reverse
+
+    entry = session.get(Entry, p["entry_id"])
+    if entry is None:
+        raise NotFound(f"entry {p['entry_id']} not found")
+    reversal = reverse(session, entry, idempotency_key=p["idempotency_key"], actor=actor, now=now,
+                       memo=p.get("memo", ""))
+    record(session, "ledger.reversed", actor=actor, now=now, object_type="entry",
+           object_id=reversal.id, data={"reverses": entry.id})
+    return {"entry_id": reversal.id, "reverses_id": entry.id}
+
+
 KINDS: dict[str, ActionKind] = {
+    "reversal": ActionKind("accounts.refund", _run_reversal),
     "refund": ActionKind("accounts.refund", _run_refund),
     "adjustment": ActionKind("accounts.adjust", _run_adjust),
     "card.unfreeze": ActionKind("cards.unfreeze", _run_unfreeze, always=True),
