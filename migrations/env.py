@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from onecard.platform.db.engine import make_engine
 from onecard.platform.models import Base
 

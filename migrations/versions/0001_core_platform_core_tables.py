@@ -13,7 +13,6 @@ from alembic import op
 import onecard.platform.db.base
 from onecard.platform.db.immutability import POSTGRES_TRIGGER_FUNCTION, postgres_trigger_sql
 
-
 revision = "0001_core"
 down_revision = None
 branch_labels = None

@@ -49,8 +49,13 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.group()
-@click.option("--config", "config", envvar="ONECARD_CONFIG", type=click.Path(dir_okay=False),
-              help="TOML configuration file (default: ./config.toml).")
+@click.option(
+    "--config",
+    "config",
+    envvar="ONECARD_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file (default: ./config.toml).",
+)
 @click.version_option(package_name="onecard")
 @click.pass_context
 def main(ctx: click.Context, config: str | None) -> None:
@@ -102,8 +107,14 @@ def operator() -> None:
 @click.option("--platform-admin", is_flag=True, help="Create a platform administrator.")
 @click.password_option(envvar="ONECARD_OPERATOR_PASSWORD")
 @pass_ctx
-def operator_create(ctx: Context, slug: str, username: str, roles: tuple[str, ...],
-                    platform_admin: bool, password: str) -> None:
+def operator_create(
+    ctx: Context,
+    slug: str,
+    username: str,
+    roles: tuple[str, ...],
+    platform_admin: bool,
+    password: str,
+) -> None:
     """Create an operator (the password is asked for, or taken from ONECARD_OPERATOR_PASSWORD)."""
     from onecard.platform.authz.services import create_operator
     from onecard.platform.tenants.services import ensure_platform_tenant, get_tenant_by_slug
@@ -111,12 +122,22 @@ def operator_create(ctx: Context, slug: str, username: str, roles: tuple[str, ..
 
     now = utcnow()
     with ctx.sessions()() as session:
-        t = (ensure_platform_tenant(session, now=now) if platform_admin
-             else get_tenant_by_slug(session, slug))
+        t = (
+            ensure_platform_tenant(session, now=now)
+            if platform_admin
+            else get_tenant_by_slug(session, slug)
+        )
         with tenant_scope(t.id):
-            op = create_operator(session, username, password, actor=Actor.system("cli"), now=now,
-                                 policy=policy_from(ctx.settings), roles=list(roles),
-                                 is_platform_admin=platform_admin)
+            op = create_operator(
+                session,
+                username,
+                password,
+                actor=Actor.system("cli"),
+                now=now,
+                policy=policy_from(ctx.settings),
+                roles=list(roles),
+                is_platform_admin=platform_admin,
+            )
         session.commit()
         click.echo(f"created operator {op.username} in {t.slug}")
 
@@ -137,8 +158,15 @@ def _seed(settings: Settings) -> Any:
     upgrade(engine)
     password = settings.demo.password or _demo_password(settings)
     with make_session_factory(engine)() as session:
-        login = seed_demo(session, settings.demo.tenant, settings.demo.username, password,
-                          people=settings.demo.people, now=utcnow(), policy=policy_from(settings))
+        login = seed_demo(
+            session,
+            settings.demo.tenant,
+            settings.demo.username,
+            password,
+            people=settings.demo.people,
+            now=utcnow(),
+            policy=policy_from(settings),
+        )
         session.commit()
     return login
 
@@ -161,9 +189,13 @@ def _demo_password(settings: Settings) -> str:
 def _print_login(settings: Settings, login: Any) -> None:
     url = f"http://{settings.web.host}:{settings.web.port}"
     click.echo("")
-    click.echo(f"  OneCard console and API: {url}   (API: {url}/api/v1, docs: {url}/api/v1/openapi.json)")
-    click.echo(f"  Demo login -> tenant: {login.tenant}   username: {login.username}   "
-               f"password: {login.password}")
+    click.echo(
+        f"  OneCard console and API: {url}   (API: {url}/api/v1, docs: {url}/api/v1/openapi.json)"
+    )
+    click.echo(
+        f"  Demo login -> tenant: {login.tenant}   username: {login.username}   "
+        f"password: {login.password}"
+    )
     click.echo("")
 
 
@@ -185,8 +217,14 @@ def _serve(settings: Settings, host: str | None, port: int | None, threads: int)
 
     configure_logging(settings.logging.level, settings.logging.json)
     app = create_app(settings)
-    waitress.serve(app, host=host or settings.web.host, port=port or settings.web.port,
-                   threads=threads, ident="onecard", _quiet=True)
+    waitress.serve(
+        app,
+        host=host or settings.web.host,
+        port=port or settings.web.port,
+        threads=threads,
+        ident="onecard",
+        _quiet=True,
+    )
 
 
 @main.command()
@@ -218,9 +256,11 @@ def ledger_verify(ctx: Context, slug: str | None) -> None:
         for t in _tenants(session, slug):
             with tenant_scope(t.id):
                 report = verify(session)
-            click.echo(f"{t.slug}: {report.entries} entries, {report.lines} lines, "
-                       f"trial balance {report.trial_balance_fen} - "
-                       f"{'ok' if report.ok else 'PROBLEMS'}")
+            click.echo(
+                f"{t.slug}: {report.entries} entries, {report.lines} lines, "
+                f"trial balance {report.trial_balance_fen} - "
+                f"{'ok' if report.ok else 'PROBLEMS'}"
+            )
             for problem in report.problems:
                 click.echo(f"  {problem}")
             bad += not report.ok
@@ -262,8 +302,10 @@ def audit_verify(ctx: Context, slug: str | None) -> None:
                 continue
             bad += 1
             row = report.first_bad
-            click.echo(f"{t.slug}: first bad row id={row.id} seq={row.seq} type={row.type}: "
-                       f"{report.problem}")
+            click.echo(
+                f"{t.slug}: first bad row id={row.id} seq={row.seq} type={row.type}: "
+                f"{report.problem}"
+            )
     sys.exit(1 if bad else 0)
 
 
@@ -286,19 +328,28 @@ def people_import(ctx: Context, file: Path, slug: str, skip_bad_rows: bool, dry_
     with ctx.sessions()() as session:
         t = get_tenant_by_slug(session, slug)
         with tenant_scope(t.id), click.progressbar(length=1, label="importing") as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.length = total
                 bar.update(done - bar.pos)
 
-            report = import_people(session, read_rows(file.read_bytes(), file.name),
-                                   actor=Actor.system("cli-import", tenant_id=t.id), now=utcnow(),
-                                   skip_bad_rows=skip_bad_rows, dry_run=dry_run, progress=progress)
+            report = import_people(
+                session,
+                read_rows(file.read_bytes(), file.name),
+                actor=Actor.system("cli-import", tenant_id=t.id),
+                now=utcnow(),
+                skip_bad_rows=skip_bad_rows,
+                dry_run=dry_run,
+                progress=progress,
+            )
             if report.errors and not skip_bad_rows:
                 session.rollback()
             else:
                 session.commit()
-    click.echo(f"rows {report.rows}, imported {report.imported}, skipped {report.skipped}, "
-               f"errors {len(report.errors)}")
+    click.echo(
+        f"rows {report.rows}, imported {report.imported}, skipped {report.skipped}, "
+        f"errors {len(report.errors)}"
+    )
     for err in report.errors[:50]:
         click.echo(f"  row {err.row} {err.field}: {err.message}")
     sys.exit(1 if report.errors and not skip_bad_rows else 0)

@@ -7,10 +7,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
-RESERVED_KEYS = frozenset({
-    "platform", "core", "ledger", "audit", "cards", "people", "tenants", "authz", "operators",
-    "devices", "keys", "api", "web", "approvals", "accounts", "counters", "sites", "roles",
-})
+RESERVED_KEYS = frozenset(
+    {
+        "platform",
+        "core",
+        "ledger",
+        "audit",
+        "cards",
+        "people",
+        "tenants",
+        "authz",
+        "operators",
+        "devices",
+        "keys",
+        "api",
+        "web",
+        "approvals",
+        "accounts",
+        "counters",
+        "sites",
+        "roles",
+    }
+)
 
 
 @dataclass(frozen=True)

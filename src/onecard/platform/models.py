@@ -11,7 +11,23 @@ from onecard.platform.people.models import Person
 from onecard.platform.tenants.models import OrgUnit, Site, Tenant, TenantModule
 
 __all__ = [
-    "Account", "ApiToken", "Approval", "AuditEvent", "Balance", "Base", "BlacklistChange", "Card",
-    "Counter", "Entry", "Line", "Operator", "OperatorRole", "OrgUnit", "Person", "Role", "Site",
-    "Tenant", "TenantModule",
+    "Account",
+    "ApiToken",
+    "Approval",
+    "AuditEvent",
+    "Balance",
+    "Base",
+    "BlacklistChange",
+    "Card",
+    "Counter",
+    "Entry",
+    "Line",
+    "Operator",
+    "OperatorRole",
+    "OrgUnit",
+    "Person",
+    "Role",
+    "Site",
+    "Tenant",
+    "TenantModule",
 ]

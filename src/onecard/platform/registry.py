@@ -99,8 +99,12 @@ class Registry:
         return self.modules[key]
 
     def menu(
-        self, tenant_id: int, enabled: frozenset[str], permissions: frozenset[str],
-        order: list[str] | None = None, hidden: Iterable[str] = (),
+        self,
+        tenant_id: int,
+        enabled: frozenset[str],
+        permissions: frozenset[str],
+        order: list[str] | None = None,
+        hidden: Iterable[str] = (),
     ) -> list[MenuItem]:
         """Core and enabled modules' menu items the operator may use, in the tenant's order."""
         items = list(CORE_MENU)
@@ -170,7 +174,8 @@ def _check_tables(manifest: ModuleManifest, models: ModuleType | None) -> None:
         table = getattr(cls, "__tablename__", "")
         if not table.startswith(manifest.table_prefix):
             raise PluginError(
-                f"module {manifest.key}: table {table!r} must start with {manifest.table_prefix!r}")
+                f"module {manifest.key}: table {table!r} must start with {manifest.table_prefix!r}"
+            )
 
 
 def _collect_permissions(pm: pluggy.PluginManager, keys: set[str]) -> dict[str, Permission]:
@@ -180,7 +185,8 @@ def _collect_permissions(pm: pluggy.PluginManager, keys: set[str]) -> dict[str, 
             if not permission.name.startswith(f"{plugin_name}."):
                 raise PluginError(
                     f"module {plugin_name}: permission {permission.name} must start with "
-                    f"'{plugin_name}.'")
+                    f"'{plugin_name}.'"
+                )
             if permission.name in merged:
                 raise PluginError(f"permission {permission.name} is registered twice")
             merged[permission.name] = permission

@@ -32,7 +32,9 @@ class SecretBox:
     def seal(self, plaintext: str) -> str:
         """Encrypt ``plaintext``; each call uses a fresh random nonce."""
         nonce = os.urandom(12)
-        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, plaintext.encode(), None)).decode()
+        return base64.urlsafe_b64encode(
+            nonce + self._aead.encrypt(nonce, plaintext.encode(), None)
+        ).decode()
 
     def open(self, sealed: str) -> str:
         """Decrypt a value from :meth:`seal`; raises ``ValueError`` if it was altered."""

@@ -13,14 +13,20 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.test import TestResponse
 
+from onecard.config import DatabaseSettings, SecuritySettings, Settings
 from onecard.platform.actors import Actor
+from onecard.platform.authz.services import create_operator
 from onecard.platform.cards.lifecycle import NewCard, issue_card
 from onecard.platform.cards.models import Card
 from onecard.platform.db.engine import make_engine, make_session_factory
@@ -31,6 +37,7 @@ from onecard.platform.people.schemas import PersonCreate
 from onecard.platform.people.services import create_person
 from onecard.platform.tenants.models import Tenant
 from onecard.platform.tenants.services import create_tenant
+from onecard.web import create_app
 
 FIXED_NOW = datetime(2026, 9, 1, 8, 30, tzinfo=UTC)
 _serial = itertools.count(1)
@@ -129,9 +136,7 @@ def tenant(make_tenant: Callable[..., Tenant]) -> Iterator[Tenant]:
 
 
 @pytest.fixture
-def make_person(
-    session: Session, system_actor: Actor, now: datetime
-) -> Callable[..., Person]:
+def make_person(session: Session, system_actor: Actor, now: datetime) -> Callable[..., Person]:
     """Factory: a person in the tenant in scope (flushed, not committed)."""
 
     def _make(**fields: Any) -> Person:
@@ -151,3 +156,103 @@ def make_card(session: Session, system_actor: Actor, now: datetime) -> Callable[
         return issue_card(session, person, spec, actor=system_actor, now=now)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def app_settings(database_url: str) -> Settings:
+    """Settings of the web app under test (the test database, a fixed secret)."""
+    return Settings(
+        database=DatabaseSettings(url=database_url),
+        security=SecuritySettings(secret_key="test-secret-key-0123456789abcdef"),
+    )
+
+
+@pytest.fixture(scope="session")
+def app(app_settings: Settings, engine: Engine) -> Flask:
+    """The Flask app on the test database (shared engine; registry with installed modules)."""
+    return create_app(app_settings, engine=engine)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A Flask test client."""
+    return app.test_client()
+
+
+@dataclass
+class ApiUser:
+    """A logged-in operator for API tests: ``get``/``post``/... send the bearer token."""
+
+    client: FlaskClient
+    token: str
+    tenant: Tenant
+    username: str
+    password: str
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **(extra or {})}
+
+    def get(self, url: str, **kw: Any) -> TestResponse:
+        """GET with the token."""
+        return self.client.get(url, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def post(self, url: str, **kw: Any) -> TestResponse:
+        """POST with the token."""
+        return self.client.post(url, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def patch(self, url: str, **kw: Any) -> TestResponse:
+        """PATCH with the token."""
+        return self.client.patch(url, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def put(self, url: str, **kw: Any) -> TestResponse:
+        """PUT with the token."""
+        return self.client.put(url, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def delete(self, url: str, **kw: Any) -> TestResponse:
+        """DELETE with the token."""
+        return self.client.delete(url, headers=self._headers(kw.pop("headers", None)), **kw)
+
+
+@pytest.fixture
+def make_api_user(
+    client: FlaskClient, session_factory: sessionmaker[Session], app: Flask, now: datetime
+) -> Callable[..., ApiUser]:
+    """Factory: an operator with ``roles`` in ``tenant`` (a new tenant by default), logged in."""
+
+    def _make(
+        tenant: Tenant | None = None,
+        roles: tuple[str, ...] = ("tenant_admin",),
+        scope: dict[str, list[int]] | None = None,
+        username: str | None = None,
+    ) -> ApiUser:
+        st = app.extensions["onecard"]
+        name, password = username or unique("op"), "long-enough-password-1"
+        with session_factory() as s:
+            t = tenant or create_tenant(
+                s, unique("t"), "API tenant", actor=Actor.system("tests"), now=now
+            )
+            with tenant_scope(t.id):
+                create_operator(
+                    s,
+                    name,
+                    password,
+                    actor=Actor.system("tests"),
+                    now=now,
+                    policy=st.policy,
+                    roles=list(roles),
+                    scope=scope,
+                )
+            s.commit()
+        resp = client.post(
+            "/api/v1/auth/login", json={"tenant": t.slug, "username": name, "password": password}
+        )
+        assert resp.status_code == 200, resp.get_json()
+        return ApiUser(client, resp.get_json()["token"], t, name, password)
+
+    return _make
+
+
+@pytest.fixture
+def api(make_api_user: Callable[..., ApiUser]) -> ApiUser:
+    """A tenant administrator of a fresh tenant, logged in."""
+    return make_api_user()

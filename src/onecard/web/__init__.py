@@ -29,14 +29,19 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 60 * 1024 * 1024
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    engine = engine or make_engine(settings.database.url, echo=settings.database.echo,
-                                   pool_size=settings.database.pool_size)
+    engine = engine or make_engine(
+        settings.database.url, echo=settings.database.echo, pool_size=settings.database.pool_size
+    )
     from onecard.web.state import AppState
 
     app.extensions["onecard"] = AppState(
-        settings=settings, engine=engine, sessions=make_session_factory(engine),
-        registry=registry or Registry.load(), box=SecretBox(_secret_key(settings)),
-        policy=policy_from(settings))
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        registry=registry or Registry.load(),
+        box=SecretBox(_secret_key(settings)),
+        policy=policy_from(settings),
+    )
     _register(app)
     return app
 
@@ -44,9 +49,12 @@ def create_app(
 def policy_from(settings: Settings) -> AuthPolicy:
     """The login policy configured in ``settings``."""
     sec = settings.security
-    return AuthPolicy(max_failures=sec.login_max_failures, lockout_minutes=sec.lockout_minutes,
-                      token_ttl_minutes=settings.web.token_ttl_minutes,
-                      password_min_length=sec.password_min_length)
+    return AuthPolicy(
+        max_failures=sec.login_max_failures,
+        lockout_minutes=sec.lockout_minutes,
+        token_ttl_minutes=settings.web.token_ttl_minutes,
+        password_min_length=sec.password_min_length,
+    )
 
 
 def _secret_key(settings: Settings) -> str:
@@ -73,8 +81,9 @@ def _register(app: Flask) -> None:
     @app.before_request
     def _request_id() -> None:
         incoming = request.headers.get("X-Request-Id", "")
-        g.request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isalnum() else (
-            uuid.uuid4().hex)
+        g.request_id = (
+            incoming if 8 <= len(incoming) <= 64 and incoming.isalnum() else (uuid.uuid4().hex)
+        )
 
     @app.after_request
     def _headers(response: Response) -> Response:

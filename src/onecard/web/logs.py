@@ -32,8 +32,11 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
     """Send logs to stderr, as JSON lines unless ``as_json`` is false."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

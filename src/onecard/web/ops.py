@@ -1,11 +1,17 @@
-"""Operations endpoints: ``/healthz`` (process up), ``/readyz`` (database reachable), ``/metrics``."""
+"""Operations endpoints: ``/healthz`` (up), ``/readyz`` (database reachable), ``/metrics``."""
 
 from __future__ import annotations
 
 import time
 
 from flask import Blueprint, Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from sqlalchemy import text
 
 from onecard.web.state import state
@@ -18,11 +24,19 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("onecard_http_requests_total", "HTTP requests",
-                                ["method", "endpoint", "status"], registry=self.registry)
-        self.latency = Histogram("onecard_http_request_seconds", "HTTP request latency",
-                                 ["method", "endpoint"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5))
+        self.requests = Counter(
+            "onecard_http_requests_total",
+            "HTTP requests",
+            ["method", "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "onecard_http_request_seconds",
+            "HTTP request latency",
+            ["method", "endpoint"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5),
+        )
 
 
 @ops.get("/healthz")
@@ -38,8 +52,11 @@ def readyz() -> Response:
         with state().engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means not ready
-        return Response(f'{{"status":"unavailable","database":"{type(exc).__name__}"}}', 503,
-                        mimetype="application/json")
+        return Response(
+            f'{{"status":"unavailable","database":"{type(exc).__name__}"}}',
+            503,
+            mimetype="application/json",
+        )
     return Response('{"status":"ready","database":"ok"}', 200, mimetype="application/json")
 
 
@@ -68,5 +85,7 @@ def install_metrics(app: Flask) -> None:
         m = _metrics()
         endpoint = request.endpoint or "unknown"
         m.requests.labels(request.method, endpoint, str(response.status_code)).inc()
-        m.latency.labels(request.method, endpoint).observe(time.perf_counter() - g.get("started", 0))
+        m.latency.labels(request.method, endpoint).observe(
+            time.perf_counter() - g.get("started", 0)
+        )
         return response

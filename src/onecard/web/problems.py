@@ -30,8 +30,9 @@ def problem(status: int, slug: str, title: str, detail: str = "", **extra: Any) 
     if rid:
         body["request_id"] = rid
     body.update(extra)
-    resp = Response(json.dumps(body, ensure_ascii=False), status=status,
-                    mimetype="application/problem+json")
+    resp = Response(
+        json.dumps(body, ensure_ascii=False), status=status, mimetype="application/problem+json"
+    )
     return resp
 
 
@@ -63,12 +64,20 @@ def _safe(details: dict[str, Any]) -> dict[str, Any]:
 
 def _validation_error(exc: ValidationError) -> Response:
     errors = [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"],
-         "type": err["type"]}
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or "(body)",
+            "message": err["msg"],
+            "type": err["type"],
+        }
         for err in exc.errors(include_url=False, include_input=False)
     ]
-    return problem(422, "validation-failed", "Validation failed",
-                   f"{len(errors)} field(s) are invalid", errors=errors)
+    return problem(
+        422,
+        "validation-failed",
+        "Validation failed",
+        f"{len(errors)} field(s) are invalid",
+        errors=errors,
+    )
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -78,8 +87,12 @@ def _http_error(exc: HTTPException) -> Response:
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error", extra={"request_id": getattr(g, "request_id", None)})
-    return problem(500, "internal-error", "Internal error",
-                   "the server failed to handle the request; quote the request id")
+    return problem(
+        500,
+        "internal-error",
+        "Internal error",
+        "the server failed to handle the request; quote the request id",
+    )
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -43,8 +43,15 @@ class ActionKind:
 
 
 def _run_refund(session: Session, p: dict[str, Any], actor: Actor, now: datetime) -> dict[str, Any]:
-    entry = ops.refund(session, p["person_id"], p["amount_fen"], actor=actor, now=now,
-                       idempotency_key=p["idempotency_key"], memo=p.get("memo", ""))
+    entry = ops.refund(
+        session,
+        p["person_id"],
+        p["amount_fen"],
+        actor=actor,
+        now=now,
+        idempotency_key=p["idempotency_key"],
+        memo=p.get("memo", ""),
+    )
     return {"entry_id": entry.id}
 
 
@@ -52,12 +59,21 @@ def _run_adjust(session: Session, p: dict[str, Any], actor: Actor, now: datetime
     account = session.get(Account, p["account_id"])
     if account is None:
         raise NotFound(f"account {p['account_id']} not found")
-    entry = ops.adjust(session, account, p["amount_fen"], actor=actor, now=now,
-                       reason=p["reason"], idempotency_key=p["idempotency_key"])
+    entry = ops.adjust(
+        session,
+        account,
+        p["amount_fen"],
+        actor=actor,
+        now=now,
+        reason=p["reason"],
+        idempotency_key=p["idempotency_key"],
+    )
     return {"entry_id": entry.id}
 
 
-def _run_unfreeze(session: Session, p: dict[str, Any], actor: Actor, now: datetime) -> dict[str, Any]:
+def _run_unfreeze(
+    session: Session, p: dict[str, Any], actor: Actor, now: datetime
+) -> dict[str, Any]:
     card = lifecycle.get_card(session, p["card_id"], actor=actor)
     lifecycle.unfreeze(session, card, actor=actor, now=now)
     return {"card_id": card.id, "status": card.status}
@@ -66,8 +82,12 @@ def _run_unfreeze(session: Session, p: dict[str, Any], actor: Actor, now: dateti
 def _run_return(session: Session, p: dict[str, Any], actor: Actor, now: datetime) -> dict[str, Any]:
     card = lifecycle.get_card(session, p["card_id"], actor=actor)
     quote = lifecycle.return_card(session, card, actor=actor, now=now)
-    return {"card_id": card.id, "deposit_fen": quote.deposit_fen, "purse_fen": quote.purse_fen,
-            "subsidy_reclaimed_fen": quote.subsidy_fen}
+    return {
+        "card_id": card.id,
+        "deposit_fen": quote.deposit_fen,
+        "purse_fen": quote.purse_fen,
+        "subsidy_reclaimed_fen": quote.subsidy_fen,
+    }
 
 
 def _run_delete_person(
@@ -78,17 +98,32 @@ def _run_delete_person(
     return {"person_id": person.id}
 
 
-def _run_reversal(session: Session, p: dict[str, Any], actor: Actor, now: datetime) -> dict[str, Any]:
+def _run_reversal(
+    session: Session, p: dict[str, Any], actor: Actor, now: datetime
+) -> dict[str, Any]:
     from onecard.platform.ledger.models import Entry
     from onecard.platform.ledger.posting import reverse
 
     entry = session.get(Entry, p["entry_id"])
     if entry is None:
         raise NotFound(f"entry {p['entry_id']} not found")
-    reversal = reverse(session, entry, idempotency_key=p["idempotency_key"], actor=actor, now=now,
-                       memo=p.get("memo", ""))
-    record(session, "ledger.reversed", actor=actor, now=now, object_type="entry",
-           object_id=reversal.id, data={"reverses": entry.id})
+    reversal = reverse(
+        session,
+        entry,
+        idempotency_key=p["idempotency_key"],
+        actor=actor,
+        now=now,
+        memo=p.get("memo", ""),
+    )
+    record(
+        session,
+        "ledger.reversed",
+        actor=actor,
+        now=now,
+        object_type="entry",
+        object_id=reversal.id,
+        data={"reverses": entry.id},
+    )
     return {"entry_id": reversal.id, "reverses_id": entry.id}
 
 
@@ -131,21 +166,36 @@ def submit(
     action = KINDS[kind]
     actor.ensure(action.permission)
     if idempotency_key:
-        earlier = session.scalar(select(Approval).where(Approval.idempotency_key == idempotency_key))
+        earlier = session.scalar(
+            select(Approval).where(Approval.idempotency_key == idempotency_key)
+        )
         if earlier is not None:
             return _replay(earlier, kind, payload)
     threshold = int(tenant_setting(tenant, "approval_threshold_fen"))
     if not action.always and (amount_fen is None or abs(amount_fen) <= threshold):
         return Outcome(result=action.run(session, payload, actor, now))
-    approval = Approval(kind=kind, status="pending", payload=payload, summary=summary[:300],
-                        amount_fen=amount_fen, idempotency_key=idempotency_key,
-                        requested_by=actor.operator_id or 0, requested_by_name=actor.id or "",
-                        requested_at=now)
+    approval = Approval(
+        kind=kind,
+        status="pending",
+        payload=payload,
+        summary=summary[:300],
+        amount_fen=amount_fen,
+        idempotency_key=idempotency_key,
+        requested_by=actor.operator_id or 0,
+        requested_by_name=actor.id or "",
+        requested_at=now,
+    )
     session.add(approval)
     session.flush()
-    record(session, "approval.requested", actor=actor, now=now, object_type="approval",
-           object_id=approval.id, data={"kind": kind, "summary": approval.summary,
-                                        "amount_fen": amount_fen})
+    record(
+        session,
+        "approval.requested",
+        actor=actor,
+        now=now,
+        object_type="approval",
+        object_id=approval.id,
+        data={"kind": kind, "summary": approval.summary, "amount_fen": amount_fen},
+    )
     return Outcome(approval=approval)
 
 
@@ -164,7 +214,12 @@ def get_approval(session: Session, approval_id: int) -> Approval:
 
 
 def decide(
-    session: Session, approval: Approval, approve: bool, *, actor: Actor, now: datetime,
+    session: Session,
+    approval: Approval,
+    approve: bool,
+    *,
+    actor: Actor,
+    now: datetime,
     note: str = "",
 ) -> Approval:
     """Approve (and run) or reject ``approval``; the decider must differ from the requester."""
@@ -184,13 +239,25 @@ def decide(
         approval.status = "approved"
     else:
         approval.status = "rejected"
-    record(session, f"approval.{approval.status}", actor=actor, now=now, object_type="approval",
-           object_id=approval.id, data={"kind": approval.kind, "requested_by":
-                                        approval.requested_by_name, "result": approval.result})
+    record(
+        session,
+        f"approval.{approval.status}",
+        actor=actor,
+        now=now,
+        object_type="approval",
+        object_id=approval.id,
+        data={
+            "kind": approval.kind,
+            "requested_by": approval.requested_by_name,
+            "result": approval.result,
+        },
+    )
     return approval
 
 
-def list_approvals(session: Session, *, status: str | None, limit: int, offset: int) -> tuple[list[Approval], int]:
+def list_approvals(
+    session: Session, *, status: str | None, limit: int, offset: int
+) -> tuple[list[Approval], int]:
     """Approvals of the tenant in scope, newest first, with the total count."""
     from sqlalchemy import func
 

@@ -36,7 +36,7 @@ class RequestInfo:
     request_id: str | None = None
 
 
-_request: ContextVar[RequestInfo] = ContextVar("onecard_audit_request", default=RequestInfo())
+_request: ContextVar[RequestInfo | None] = ContextVar("onecard_audit_request", default=None)
 
 
 @contextmanager
@@ -64,7 +64,7 @@ def record(
     prev = GENESIS
     if seq > 1:
         prev = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == seq - 1)) or GENESIS
-    req = _request.get()
+    req = _request.get() or RequestInfo()
     event = AuditEvent(
         tenant_id=require_tenant_id(),
         seq=seq,

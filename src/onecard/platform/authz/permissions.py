@@ -28,8 +28,11 @@ CORE_PERMISSIONS: tuple[Permission, ...] = (
     Permission("cards.unfreeze", "Unfreeze cards (with approval)", ("tenant_admin", "card_centre")),
     Permission("cards.replace", "Replace cards", ("tenant_admin", "card_centre")),
     Permission("cards.return", "Take cards back and refund", ("tenant_admin", "card_centre")),
-    Permission("accounts.view", "View accounts and statements",
-               ("tenant_admin", "card_centre", "finance", "auditor")),
+    Permission(
+        "accounts.view",
+        "View accounts and statements",
+        ("tenant_admin", "card_centre", "finance", "auditor"),
+    ),
     Permission("accounts.top_up", "Top up purses", ("tenant_admin", "card_centre", "finance")),
     Permission("accounts.refund", "Refund purses", ("tenant_admin", "finance")),
     Permission("accounts.adjust", "Manual adjustments", ("tenant_admin", "finance")),
@@ -38,8 +41,11 @@ CORE_PERMISSIONS: tuple[Permission, ...] = (
     Permission("audit.view", "View the audit trail", ("tenant_admin", "auditor")),
     Permission("operators.manage", "Manage operators and roles"),
     Permission("approvals.decide", "Approve or reject requests", ("tenant_admin", "finance")),
-    Permission("approvals.view", "View approval requests",
-               ("tenant_admin", "card_centre", "finance", "auditor")),
+    Permission(
+        "approvals.view",
+        "View approval requests",
+        ("tenant_admin", "card_centre", "finance", "auditor"),
+    ),
 )
 
 DEFAULT_ROLES = {

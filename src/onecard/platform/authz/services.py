@@ -56,14 +56,20 @@ def hash_password(password: str, policy: AuthPolicy) -> str:
     """Argon2id hash of ``password`` after the length rule."""
     if len(password) < policy.password_min_length:
         raise ValidationFailed(
-            f"password must be at least {policy.password_min_length} characters", field="password")
+            f"password must be at least {policy.password_min_length} characters", field="password"
+        )
     if len(password) > 256:
         raise ValidationFailed("password is too long", field="password")
     return _hasher.hash(password)
 
 
 def create_role(
-    session: Session, name: str, permissions: list[str], *, actor: Actor, now: datetime,
+    session: Session,
+    name: str,
+    permissions: list[str],
+    *,
+    actor: Actor,
+    now: datetime,
     description: str = "",
 ) -> Role:
     """Create a role; every permission must be a registered name."""
@@ -76,8 +82,15 @@ def create_role(
     role = Role(name=name, description=description, permissions=sorted(set(permissions)))
     session.add(role)
     session.flush()
-    record(session, "role.created", actor=actor, now=now, object_type="role", object_id=role.id,
-           data={"name": name, "permissions": role.permissions})
+    record(
+        session,
+        "role.created",
+        actor=actor,
+        now=now,
+        object_type="role",
+        object_id=role.id,
+        data={"name": name, "permissions": role.permissions},
+    )
     return role
 
 
@@ -102,15 +115,26 @@ def create_operator(
         raise ValidationFailed("username must be 2-64 of a-z, 0-9, '.', '_', '-'", field="username")
     if session.scalar(select(Operator.id).where(Operator.username == username)) is not None:
         raise Conflict(f"operator {username} already exists", field="username")
-    operator = Operator(username=username, display_name=display_name or username,
-                        password_hash=hash_password(password, policy), scope=_clean_scope(scope),
-                        is_platform_admin=is_platform_admin, created_at=now)
+    operator = Operator(
+        username=username,
+        display_name=display_name or username,
+        password_hash=hash_password(password, policy),
+        scope=_clean_scope(scope),
+        is_platform_admin=is_platform_admin,
+        created_at=now,
+    )
     session.add(operator)
     session.flush()
     set_roles(session, operator, list(roles), actor=actor, now=now, audit=False)
-    record(session, "operator.created", actor=actor, now=now, object_type="operator",
-           object_id=operator.id, data={"username": username, "roles": list(roles),
-                                        "scope": operator.scope})
+    record(
+        session,
+        "operator.created",
+        actor=actor,
+        now=now,
+        object_type="operator",
+        object_id=operator.id,
+        data={"username": username, "roles": list(roles), "scope": operator.scope},
+    )
     return operator
 
 
@@ -123,7 +147,12 @@ def _clean_scope(scope: dict[str, list[int]] | None) -> dict[str, Any]:
 
 
 def set_roles(
-    session: Session, operator: Operator, role_names: list[str], *, actor: Actor, now: datetime,
+    session: Session,
+    operator: Operator,
+    role_names: list[str],
+    *,
+    actor: Actor,
+    now: datetime,
     audit: bool = True,
 ) -> None:
     """Replace the operator's roles with ``role_names`` (all must exist in the tenant)."""
@@ -132,27 +161,44 @@ def set_roles(
     missing = sorted(set(role_names) - {r.name for r in roles})
     if missing:
         raise NotFound(f"role {missing[0]} not found", field="roles")
-    for link in session.scalars(select(OperatorRole).where(OperatorRole.operator_id == operator.id)):
+    for link in session.scalars(
+        select(OperatorRole).where(OperatorRole.operator_id == operator.id)
+    ):
         session.delete(link)
     session.flush()
     session.add_all(OperatorRole(operator_id=operator.id, role_id=r.id) for r in roles)
     session.flush()
     if audit:
-        record(session, "operator.roles_changed", actor=actor, now=now, object_type="operator",
-               object_id=operator.id, data={"roles": sorted(role_names)})
+        record(
+            session,
+            "operator.roles_changed",
+            actor=actor,
+            now=now,
+            object_type="operator",
+            object_id=operator.id,
+            data={"roles": sorted(role_names)},
+        )
 
 
 def actor_for(session: Session, operator: Operator) -> Actor:
     """The :class:`Actor` of ``operator``: role permissions and expanded data scope."""
     perms: set[str] = set()
-    stmt = select(Role.permissions).join(OperatorRole, OperatorRole.role_id == Role.id).where(
-        OperatorRole.operator_id == operator.id)
+    stmt = (
+        select(Role.permissions)
+        .join(OperatorRole, OperatorRole.role_id == Role.id)
+        .where(OperatorRole.operator_id == operator.id)
+    )
     for names in session.scalars(stmt):
         perms.update(names)
-    return Actor(type="operator", id=operator.username, tenant_id=operator.tenant_id,
-                 operator_id=operator.id, permissions=frozenset(perms),
-                 is_platform_admin=operator.is_platform_admin,
-                 org_unit_scope=_expand_scope(session, operator.scope or {}))
+    return Actor(
+        type="operator",
+        id=operator.username,
+        tenant_id=operator.tenant_id,
+        operator_id=operator.id,
+        permissions=frozenset(perms),
+        is_platform_admin=operator.is_platform_admin,
+        org_unit_scope=_expand_scope(session, operator.scope or {}),
+    )
 
 
 def _expand_scope(session: Session, scope: dict[str, Any]) -> frozenset[int] | None:
@@ -220,7 +266,9 @@ def _check_secrets(
         if not totp:
             return "second factor required"
         step = _totp_step(box.open(operator.totp_secret_enc), totp, now)
-        if step is None or (operator.totp_last_step is not None and step <= operator.totp_last_step):
+        if step is None or (
+            operator.totp_last_step is not None and step <= operator.totp_last_step
+        ):
             return "invalid second factor"
         operator.totp_last_step = step
     return ""
@@ -247,22 +295,41 @@ def _fail(
     return LoginResult(False, reason)
 
 
-def _succeed(session: Session, operator: Operator, now: datetime, policy: AuthPolicy) -> LoginResult:
+def _succeed(
+    session: Session, operator: Operator, now: datetime, policy: AuthPolicy
+) -> LoginResult:
     operator.failed_logins, operator.locked_until, operator.last_login_at = 0, None, now
     token = secrets.token_urlsafe(32)
     expires = now + timedelta(minutes=policy.token_ttl_minutes)
-    session.add(ApiToken(token_hash=_token_hash(token), operator_id=operator.id, created_at=now,
-                         expires_at=expires))
+    session.add(
+        ApiToken(
+            token_hash=_token_hash(token),
+            operator_id=operator.id,
+            created_at=now,
+            expires_at=expires,
+        )
+    )
     _audit_login(session, operator, "operator.logged_in", now)
-    return LoginResult(True, token=token, operator_id=operator.id, tenant_id=operator.tenant_id,
-                       expires_at=expires)
+    return LoginResult(
+        True, token=token, operator_id=operator.id, tenant_id=operator.tenant_id, expires_at=expires
+    )
 
 
-def _audit_login(session: Session, operator: Operator, type: str, now: datetime, **data: Any) -> None:
-    actor = Actor(type="operator", id=operator.username, tenant_id=operator.tenant_id,
-                  operator_id=operator.id)
-    record(session, type, actor=actor, now=now, object_type="operator", object_id=operator.id,
-           data=data)
+def _audit_login(
+    session: Session, operator: Operator, type: str, now: datetime, **data: Any
+) -> None:
+    actor = Actor(
+        type="operator", id=operator.username, tenant_id=operator.tenant_id, operator_id=operator.id
+    )
+    record(
+        session,
+        type,
+        actor=actor,
+        now=now,
+        object_type="operator",
+        object_id=operator.id,
+        data=data,
+    )
 
 
 def _token_hash(token: str) -> str:
@@ -296,8 +363,14 @@ def enable_totp(
         actor.ensure("operators.manage")
     seed = pyotp.random_base32()
     operator.totp_secret_enc, operator.totp_last_step = box.seal(seed), None
-    record(session, "operator.totp_enabled", actor=actor, now=now, object_type="operator",
-           object_id=operator.id)
+    record(
+        session,
+        "operator.totp_enabled",
+        actor=actor,
+        now=now,
+        object_type="operator",
+        object_id=operator.id,
+    )
     return pyotp.TOTP(seed).provisioning_uri(name=operator.username, issuer_name="OneCard")
 
 

@@ -22,8 +22,16 @@ LIST_NAME = "list.card_blacklist"
 def append_change(session: Session, card: Card, *, add: bool, reason: str, now: datetime) -> int:
     """Record that ``card`` joins (``add``) or leaves the blacklist; return the new version."""
     version = next_value(session, LIST_NAME)
-    session.add(BlacklistChange(version=version, card_id=card.id, card_no=card.card_no,
-                                op="add" if add else "remove", reason=reason, created_at=now))
+    session.add(
+        BlacklistChange(
+            version=version,
+            card_id=card.id,
+            card_no=card.card_no,
+            op="add" if add else "remove",
+            reason=reason,
+            created_at=now,
+        )
+    )
     return version
 
 
@@ -54,9 +62,12 @@ def delta(session: Session, from_version: int, *, limit: int = 10_000) -> Delta:
     for _version, card_no, op in rows:
         last[card_no] = op
     to = rows[-1][0] if rows else from_version
-    return Delta(from_version, to,
-                 tuple(sorted(c for c, op in last.items() if op == "add")),
-                 tuple(sorted(c for c, op in last.items() if op == "remove")))
+    return Delta(
+        from_version,
+        to,
+        tuple(sorted(c for c, op in last.items() if op == "add")),
+        tuple(sorted(c for c, op in last.items() if op == "remove")),
+    )
 
 
 def snapshot(session: Session) -> tuple[int, list[str]]:
@@ -68,8 +79,10 @@ def snapshot(session: Session) -> tuple[int, list[str]]:
     )
     rows = session.scalars(
         select(BlacklistChange.card_no)
-        .join(latest, (latest.c.card_no == BlacklistChange.card_no)
-              & (latest.c.v == BlacklistChange.version))
+        .join(
+            latest,
+            (latest.c.card_no == BlacklistChange.card_no) & (latest.c.v == BlacklistChange.version),
+        )
         .where(BlacklistChange.op == "add")
         .order_by(BlacklistChange.card_no)
     )
@@ -78,6 +91,10 @@ def snapshot(session: Session) -> tuple[int, list[str]]:
 
 def history(session: Session, card_id: int) -> list[BlacklistChange]:
     """All blacklist changes of one card, oldest first."""
-    return list(session.scalars(
-        select(BlacklistChange).where(BlacklistChange.card_id == card_id)
-        .order_by(BlacklistChange.version)))
+    return list(
+        session.scalars(
+            select(BlacklistChange)
+            .where(BlacklistChange.card_id == card_id)
+            .order_by(BlacklistChange.version)
+        )
+    )

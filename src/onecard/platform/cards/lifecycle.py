@@ -80,18 +80,43 @@ def issue_card(
     """Issue an active card to ``person``, taking its deposit in cash when there is one."""
     actor.ensure("cards.issue")
     _validate_new_card(session, spec)
-    card = Card(person_id=person.id, card_no=spec.card_no, kind=spec.kind, uid=spec.uid,
-                status=S.ACTIVE.value, deposit_fen=spec.deposit_fen, issued_at=now,
-                expires_at=spec.expires_at, status_changed_at=now)
+    card = Card(
+        person_id=person.id,
+        card_no=spec.card_no,
+        kind=spec.kind,
+        uid=spec.uid,
+        status=S.ACTIVE.value,
+        deposit_fen=spec.deposit_fen,
+        issued_at=now,
+        expires_at=spec.expires_at,
+        status_changed_at=now,
+    )
     session.add(card)
     session.flush()
     holder_accounts(session, person.id, now=now)  # a card holder always has purses
     if spec.deposit_fen:
-        ops.take_deposit(session, person.id, spec.deposit_fen, actor=actor, now=now,
-                         idempotency_key=f"card:{card.id}:deposit")
-    record(session, "card.issued", actor=actor, now=now, object_type="card", object_id=card.id,
-           data={"card_no": card.card_no, "kind": card.kind, "person_id": person.id,
-                 "deposit_fen": spec.deposit_fen})
+        ops.take_deposit(
+            session,
+            person.id,
+            spec.deposit_fen,
+            actor=actor,
+            now=now,
+            idempotency_key=f"card:{card.id}:deposit",
+        )
+    record(
+        session,
+        "card.issued",
+        actor=actor,
+        now=now,
+        object_type="card",
+        object_id=card.id,
+        data={
+            "card_no": card.card_no,
+            "kind": card.kind,
+            "person_id": person.id,
+            "deposit_fen": spec.deposit_fen,
+        },
+    )
     return card
 
 
@@ -115,13 +140,23 @@ def transition(
     allowed_from, target = TRANSITIONS[action]
     before = CardStatus(card.status)
     if before not in allowed_from:
-        raise InvalidTransition(f"cannot {action.replace('_', ' ')} a {before.value} card",
-                                status=before.value, action=action)
+        raise InvalidTransition(
+            f"cannot {action.replace('_', ' ')} a {before.value} card",
+            status=before.value,
+            action=action,
+        )
     card.status, card.status_changed_at = target.value, now
     if (before in ACCEPTED) != (target in ACCEPTED):
         append_change(session, card, add=target not in ACCEPTED, reason=reason or action, now=now)
-    record(session, f"card.{action}", actor=actor, now=now, object_type="card",
-           object_id=card.id, data={"from": before.value, "to": target.value, "reason": reason})
+    record(
+        session,
+        f"card.{action}",
+        actor=actor,
+        now=now,
+        object_type="card",
+        object_id=card.id,
+        data={"from": before.value, "to": target.value, "reason": reason},
+    )
     session.flush()
     return card
 
@@ -150,7 +185,12 @@ def expire(session: Session, card: Card, *, actor: Actor, now: datetime) -> Card
 
 
 def replace(
-    session: Session, card: Card, new_card_no: str, *, actor: Actor, now: datetime,
+    session: Session,
+    card: Card,
+    new_card_no: str,
+    *,
+    actor: Actor,
+    now: datetime,
     uid: str | None = None,
 ) -> Card:
     """补卡: issue ``new_card_no`` to the same holder; deposit and balance carry over.
@@ -162,14 +202,29 @@ def replace(
     transition(session, card, "replace", actor=actor, now=now)
     spec = NewCard(card_no=new_card_no, kind=card.kind, uid=uid, expires_at=card.expires_at)
     _validate_new_card(session, spec)
-    new = Card(person_id=card.person_id, card_no=new_card_no, kind=card.kind, uid=uid,
-               status=S.ACTIVE.value, deposit_fen=card.deposit_fen, issued_at=now,
-               expires_at=card.expires_at, status_changed_at=now)
+    new = Card(
+        person_id=card.person_id,
+        card_no=new_card_no,
+        kind=card.kind,
+        uid=uid,
+        status=S.ACTIVE.value,
+        deposit_fen=card.deposit_fen,
+        issued_at=now,
+        expires_at=card.expires_at,
+        status_changed_at=now,
+    )
     session.add(new)
     session.flush()
     card.replaced_by_id, card.deposit_fen = new.id, 0
-    record(session, "card.issued", actor=actor, now=now, object_type="card", object_id=new.id,
-           data={"card_no": new.card_no, "replaces": card.id, "person_id": card.person_id})
+    record(
+        session,
+        "card.issued",
+        actor=actor,
+        now=now,
+        object_type="card",
+        object_id=new.id,
+        data={"card_no": new.card_no, "replaces": card.id, "person_id": card.person_id},
+    )
     return new
 
 
@@ -200,8 +255,11 @@ def quote_return(session: Session, card: Card, *, now: datetime) -> ReturnQuote:
 
 
 def _other_live_cards(session: Session, card: Card) -> bool:
-    stmt = select(Card.id).where(Card.person_id == card.person_id, Card.id != card.id,
-                                 Card.status.in_([S.ACTIVE.value, S.LOST.value, S.FROZEN.value]))
+    stmt = select(Card.id).where(
+        Card.person_id == card.person_id,
+        Card.id != card.id,
+        Card.status.in_([S.ACTIVE.value, S.LOST.value, S.FROZEN.value]),
+    )
     return session.scalar(stmt.limit(1)) is not None
 
 
@@ -215,11 +273,24 @@ def return_card(session: Session, card: Card, *, actor: Actor, now: datetime) ->
     transition(session, card, "return", actor=actor, now=now)
     key = f"card:{card.id}:return"
     if quote.deposit_fen:
-        ops.release_deposit(session, card.person_id, quote.deposit_fen, actor=actor, now=now,
-                            idempotency_key=f"{key}:deposit")
+        ops.release_deposit(
+            session,
+            card.person_id,
+            quote.deposit_fen,
+            actor=actor,
+            now=now,
+            idempotency_key=f"{key}:deposit",
+        )
     if quote.purse_fen:
-        ops.refund(session, card.person_id, quote.purse_fen, actor=actor, now=now,
-                   idempotency_key=f"{key}:purse", memo="card returned")
+        ops.refund(
+            session,
+            card.person_id,
+            quote.purse_fen,
+            actor=actor,
+            now=now,
+            idempotency_key=f"{key}:purse",
+            memo="card returned",
+        )
     if quote.subsidy_fen:
         _reclaim_subsidy(session, card, quote.subsidy_fen, actor=actor, now=now, key=key)
     card.deposit_fen = 0
@@ -231,9 +302,16 @@ def _reclaim_subsidy(
 ) -> None:
     subsidy = holder_account(session, card.person_id, ops.SUBSIDY, now=now)
     expense = tenant_account(session, "subsidy_expense")
-    post(session, PostingRequest(code="subsidy.reclaim", idempotency_key=f"{key}:subsidy",
-                                 lines=(LineSpec(subsidy.id, amount), LineSpec(expense.id, -amount))),
-         actor=actor, now=now)
+    post(
+        session,
+        PostingRequest(
+            code="subsidy.reclaim",
+            idempotency_key=f"{key}:subsidy",
+            lines=(LineSpec(subsidy.id, amount), LineSpec(expense.id, -amount)),
+        ),
+        actor=actor,
+        now=now,
+    )
 
 
 def stop_all_cards(session: Session, person: Person, *, actor: Actor, now: datetime) -> None:

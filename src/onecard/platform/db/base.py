@@ -44,7 +44,7 @@ class Base(DeclarativeBase):
     """Declarative base with the constraint naming convention migrations rely on."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}  # noqa: RUF012
 
 
 class IdMixin:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import String, select, update
+from sqlalchemy import String, UniqueConstraint, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from onecard.platform.db.base import Base, IdMixin
 from onecard.platform.db.tenancy import TenantScoped, require_tenant_id
-from sqlalchemy import UniqueConstraint
 
 
 class Counter(IdMixin, TenantScoped, Base):

@@ -61,5 +61,9 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def is_postgres(session_or_engine: Session | Engine) -> bool:
     """True when the bound database is PostgreSQL (row locks, triggers)."""
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    bind = (
+        session_or_engine.get_bind()
+        if isinstance(session_or_engine, Session)
+        else session_or_engine
+    )
     return bind.dialect.name == "postgresql"

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ForeignKey, Table, event
-from sqlalchemy.sql import visitors
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, with_loader_criteria
+from sqlalchemy.sql import visitors
 
 from onecard.platform.db.base import Base, BigId
 from onecard.platform.errors import TenantScopeMissing
@@ -93,7 +93,9 @@ def _add_tenant_criteria(state: ORMExecuteState) -> None:
 
 def _scoped_tables() -> frozenset[Table]:
     return frozenset(
-        m.local_table for m in Base.registry.mappers if issubclass(m.class_, TenantScoped)
+        cast(Table, m.local_table)
+        for m in Base.registry.mappers
+        if issubclass(m.class_, TenantScoped)
     )
 
 

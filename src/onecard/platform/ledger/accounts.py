@@ -31,17 +31,49 @@ class AccountTemplate:
 
 TENANT_ACCOUNTS = (
     AccountTemplate("cash_desk", AccountType.ASSET, "Assets:Cash:Main", "Main cash desk", None),
-    AccountTemplate("bank_clearing", AccountType.ASSET, "Assets:Bank:Clearing", "Bank top-up clearing", None),
-    AccountTemplate("subsidy_expense", AccountType.EXPENSE, "Expenses:Subsidy", "Subsidies granted", None),
-    AccountTemplate("card_float", AccountType.LIABILITY, "Liabilities:CardFloat", "Value held on cards (offline purses)", None),
-    AccountTemplate("adjustments", AccountType.EQUITY, "Equity:Adjustments", "Manual adjustments", None),
-    AccountTemplate("receivables", AccountType.ASSET, "Assets:Receivables:Holders", "Owed by holders (offline overspend)", None),
+    AccountTemplate(
+        "bank_clearing", AccountType.ASSET, "Assets:Bank:Clearing", "Bank top-up clearing", None
+    ),
+    AccountTemplate(
+        "subsidy_expense", AccountType.EXPENSE, "Expenses:Subsidy", "Subsidies granted", None
+    ),
+    AccountTemplate(
+        "card_float",
+        AccountType.LIABILITY,
+        "Liabilities:CardFloat",
+        "Value held on cards (offline purses)",
+        None,
+    ),
+    AccountTemplate(
+        "adjustments", AccountType.EQUITY, "Equity:Adjustments", "Manual adjustments", None
+    ),
+    AccountTemplate(
+        "receivables",
+        AccountType.ASSET,
+        "Assets:Receivables:Holders",
+        "Owed by holders (offline overspend)",
+        None,
+    ),
 )
 
 HOLDER_ACCOUNTS = (
-    AccountTemplate("holder.purse", AccountType.LIABILITY, "Liabilities:Holders:{owner_id}:Purse", "Purse", 0),
-    AccountTemplate("holder.subsidy", AccountType.LIABILITY, "Liabilities:Holders:{owner_id}:Subsidy", "Subsidy purse", 0),
-    AccountTemplate("holder.deposit", AccountType.LIABILITY, "Liabilities:Holders:{owner_id}:Deposit", "Card deposit", 0),
+    AccountTemplate(
+        "holder.purse", AccountType.LIABILITY, "Liabilities:Holders:{owner_id}:Purse", "Purse", 0
+    ),
+    AccountTemplate(
+        "holder.subsidy",
+        AccountType.LIABILITY,
+        "Liabilities:Holders:{owner_id}:Subsidy",
+        "Subsidy purse",
+        0,
+    ),
+    AccountTemplate(
+        "holder.deposit",
+        AccountType.LIABILITY,
+        "Liabilities:Holders:{owner_id}:Deposit",
+        "Card deposit",
+        0,
+    ),
 )
 
 HOLDER_KINDS = tuple(t.kind for t in HOLDER_ACCOUNTS)
@@ -84,7 +116,9 @@ def open_tenant_accounts(session: Session, *, now: datetime) -> list[Account]:
 def tenant_account(session: Session, kind: str) -> Account:
     """The tenant's single account of ``kind`` (``cash_desk``, ``bank_clearing``, ...)."""
     account = session.scalar(
-        select(Account).where(Account.kind == kind, Account.owner_type.is_(None)).order_by(Account.id)
+        select(Account)
+        .where(Account.kind == kind, Account.owner_type.is_(None))
+        .order_by(Account.id)
     )
     if account is None:
         raise NotFound(f"tenant has no {kind} account")

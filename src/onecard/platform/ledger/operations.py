@@ -56,8 +56,15 @@ def _post_and_audit(
 ) -> Entry:
     entry = post(session, request, actor=actor, now=now)
     if not was_replayed(entry):
-        record(session, audit_type, actor=actor, now=now, object_type="entry",
-               object_id=entry.id, data={**data, "code": request.code})
+        record(
+            session,
+            audit_type,
+            actor=actor,
+            now=now,
+            object_type="entry",
+            object_id=entry.id,
+            data={**data, "code": request.code},
+        )
     return entry
 
 
@@ -87,8 +94,14 @@ def top_up(
         idempotency_key=key,
         reference={"person_id": person_id, "bank_reference": bank_reference},
     )
-    return _post_and_audit(session, request, "ledger.top_up", actor=actor, now=now,
-                           data={"person_id": person_id, "amount_fen": amount_fen})
+    return _post_and_audit(
+        session,
+        request,
+        "ledger.top_up",
+        actor=actor,
+        now=now,
+        data={"person_id": person_id, "amount_fen": amount_fen},
+    )
 
 
 def _top_up_source(session: Session, channel: str, bank_reference: str | None) -> Account:
@@ -122,8 +135,14 @@ def refund(
         memo=memo,
         reference={"person_id": person_id},
     )
-    return _post_and_audit(session, request, "ledger.refund", actor=actor, now=now,
-                           data={"person_id": person_id, "amount_fen": amount_fen})
+    return _post_and_audit(
+        session,
+        request,
+        "ledger.refund",
+        actor=actor,
+        now=now,
+        data={"person_id": person_id, "amount_fen": amount_fen},
+    )
 
 
 def transfer(
@@ -148,9 +167,14 @@ def transfer(
         lines=(_debit(from_account, amount_fen), _credit_liability(to_account, amount_fen)),
         idempotency_key=idempotency_key or new_key(),
     )
-    return _post_and_audit(session, request, "ledger.transfer", actor=actor, now=now,
-                           data={"from": from_account.id, "to": to_account.id,
-                                 "amount_fen": amount_fen})
+    return _post_and_audit(
+        session,
+        request,
+        "ledger.transfer",
+        actor=actor,
+        now=now,
+        data={"from": from_account.id, "to": to_account.id, "amount_fen": amount_fen},
+    )
 
 
 def grant_subsidy(
@@ -174,8 +198,14 @@ def grant_subsidy(
         memo=memo,
         reference={"person_id": person_id},
     )
-    return _post_and_audit(session, request, "ledger.subsidy_granted", actor=actor, now=now,
-                           data={"person_id": person_id, "amount_fen": amount_fen})
+    return _post_and_audit(
+        session,
+        request,
+        "ledger.subsidy_granted",
+        actor=actor,
+        now=now,
+        data={"person_id": person_id, "amount_fen": amount_fen},
+    )
 
 
 @dataclass(frozen=True)
@@ -199,14 +229,26 @@ def grant_subsidy_batch(
     if not batch_id:
         raise ValidationFailed("a subsidy batch needs an id", field="batch_id")
     return [
-        grant_subsidy(session, ln.person_id, ln.amount_fen, actor=actor, now=now, memo=memo,
-                      idempotency_key=f"subsidy:{batch_id}:{ln.person_id}")
+        grant_subsidy(
+            session,
+            ln.person_id,
+            ln.amount_fen,
+            actor=actor,
+            now=now,
+            memo=memo,
+            idempotency_key=f"subsidy:{batch_id}:{ln.person_id}",
+        )
         for ln in lines
     ]
 
 
 def take_deposit(
-    session: Session, person_id: int, amount_fen: int, *, actor: Actor, now: datetime,
+    session: Session,
+    person_id: int,
+    amount_fen: int,
+    *,
+    actor: Actor,
+    now: datetime,
     idempotency_key: str | None = None,
 ) -> Entry:
     """Take a card deposit in cash: debit the cash desk, credit the holder's deposit."""
@@ -219,12 +261,23 @@ def take_deposit(
         idempotency_key=idempotency_key or new_key(),
         reference={"person_id": person_id},
     )
-    return _post_and_audit(session, request, "ledger.deposit_taken", actor=actor, now=now,
-                           data={"person_id": person_id, "amount_fen": amount_fen})
+    return _post_and_audit(
+        session,
+        request,
+        "ledger.deposit_taken",
+        actor=actor,
+        now=now,
+        data={"person_id": person_id, "amount_fen": amount_fen},
+    )
 
 
 def release_deposit(
-    session: Session, person_id: int, amount_fen: int, *, actor: Actor, now: datetime,
+    session: Session,
+    person_id: int,
+    amount_fen: int,
+    *,
+    actor: Actor,
+    now: datetime,
     idempotency_key: str | None = None,
 ) -> Entry:
     """Give a card deposit back in cash: debit the holder's deposit, credit the cash desk."""
@@ -237,13 +290,25 @@ def release_deposit(
         idempotency_key=idempotency_key or new_key(),
         reference={"person_id": person_id},
     )
-    return _post_and_audit(session, request, "ledger.deposit_released", actor=actor, now=now,
-                           data={"person_id": person_id, "amount_fen": amount_fen})
+    return _post_and_audit(
+        session,
+        request,
+        "ledger.deposit_released",
+        actor=actor,
+        now=now,
+        data={"person_id": person_id, "amount_fen": amount_fen},
+    )
 
 
 def adjust(
-    session: Session, account: Account, amount_fen: int, *, actor: Actor, now: datetime,
-    reason: str, idempotency_key: str | None = None,
+    session: Session,
+    account: Account,
+    amount_fen: int,
+    *,
+    actor: Actor,
+    now: datetime,
+    reason: str,
+    idempotency_key: str | None = None,
 ) -> Entry:
     """Manual adjustment of a holder account against equity; ``amount_fen`` may be negative.
 
@@ -262,9 +327,14 @@ def adjust(
         idempotency_key=idempotency_key or new_key(),
         memo=reason,
     )
-    return _post_and_audit(session, request, "ledger.adjusted", actor=actor, now=now,
-                           data={"account_id": account.id, "amount_fen": amount_fen,
-                                 "reason": reason})
+    return _post_and_audit(
+        session,
+        request,
+        "ledger.adjusted",
+        actor=actor,
+        now=now,
+        data={"account_id": account.id, "amount_fen": amount_fen, "reason": reason},
+    )
 
 
 def charge(
@@ -289,21 +359,30 @@ def charge(
     if existing is not None:
         # The subsidy/purse split depends on balances at the first attempt: compare the intent.
         if existing.code != code or existing.reference != reference:
-            raise DuplicateRequest("idempotency key was already used for a different charge",
-                                   idempotency_key=idempotency_key, entry_id=existing.id)
+            raise DuplicateRequest(
+                "idempotency key was already used for a different charge",
+                idempotency_key=idempotency_key,
+                entry_id=existing.id,
+            )
         return existing
     subsidy = holder_account(session, person_id, SUBSIDY, now=now)
     purse = holder_account(session, person_id, PURSE, now=now)
     from_subsidy = min(max(balance_of(session, subsidy), 0), amount_fen)
     from_purse = amount_fen - from_subsidy
     if from_purse > max(balance_of(session, purse), 0):
-        raise InsufficientFunds("purse and subsidy do not cover the amount",
-                                person_id=person_id, amount_fen=amount_fen)
+        raise InsufficientFunds(
+            "purse and subsidy do not cover the amount", person_id=person_id, amount_fen=amount_fen
+        )
     lines = [LineSpec(merchant.id, -amount_fen)]
     if from_subsidy:
         lines.append(_debit(subsidy, from_subsidy))
     if from_purse:
         lines.append(_debit(purse, from_purse))
-    request = PostingRequest(code=code, lines=tuple(lines), idempotency_key=idempotency_key,
-                             occurred_at=occurred_at, reference=reference)
+    request = PostingRequest(
+        code=code,
+        lines=tuple(lines),
+        idempotency_key=idempotency_key,
+        occurred_at=occurred_at,
+        reference=reference,
+    )
     return post(session, request, actor=actor, now=now)

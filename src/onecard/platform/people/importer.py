@@ -28,8 +28,16 @@ from onecard.platform.people.models import Person
 from onecard.platform.people.schemas import PersonCreate
 from onecard.platform.tenants.models import OrgUnit
 
-COLUMNS = ("person_no", "name", "identity_class", "org_unit_code", "phone", "email",
-           "valid_from", "valid_until")
+COLUMNS = (
+    "person_no",
+    "name",
+    "identity_class",
+    "org_unit_code",
+    "phone",
+    "email",
+    "valid_from",
+    "valid_until",
+)
 REQUIRED = ("person_no", "name", "identity_class")
 BATCH = 2000
 MAX_ROWS = 500_000
@@ -56,9 +64,13 @@ class ImportReport:
 
     def as_dict(self, max_errors: int = 1000) -> dict[str, Any]:
         """JSON-ready summary (at most ``max_errors`` errors listed)."""
-        return {"rows": self.rows, "imported": self.imported, "skipped": self.skipped,
-                "error_count": len(self.errors),
-                "errors": [e.__dict__ for e in self.errors[:max_errors]]}
+        return {
+            "rows": self.rows,
+            "imported": self.imported,
+            "skipped": self.skipped,
+            "error_count": len(self.errors),
+            "errors": [e.__dict__ for e in self.errors[:max_errors]],
+        }
 
 
 def read_rows(data: bytes, filename: str) -> Iterator[dict[str, str]]:
@@ -80,9 +92,13 @@ def _xlsx_rows(data: bytes) -> Iterator[dict[str, str]]:
     try:
         book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types for a broken file
-        raise ValidationFailed(f"not a readable XLSX file: {type(exc).__name__}",
-                               field="file") from None
-    rows = book.active.iter_rows(values_only=True)
+        raise ValidationFailed(
+            f"not a readable XLSX file: {type(exc).__name__}", field="file"
+        ) from None
+    sheet = book.active
+    if sheet is None or not hasattr(sheet, "iter_rows"):
+        raise ValidationFailed("XLSX file has no worksheet", field="file")
+    rows = sheet.iter_rows(values_only=True)
     header = [str(c or "").strip() for c in next(rows, ())]
     _check_header(header)
     for values in rows:
@@ -105,8 +121,9 @@ def _check_header(header: Iterable[str]) -> None:
     names = set(header)
     missing = [c for c in REQUIRED if c not in names]
     if missing:
-        raise ValidationFailed(f"header lacks column {missing[0]}", field="file",
-                               expected=list(COLUMNS))
+        raise ValidationFailed(
+            f"header lacks column {missing[0]}", field="file", expected=list(COLUMNS)
+        )
     unknown = sorted(names - set(COLUMNS) - {""})
     if unknown:
         raise ValidationFailed(f"unknown column {unknown[0]}", field="file", expected=list(COLUMNS))
@@ -134,13 +151,22 @@ def import_people(
         return report
     _insert(session, good, now, progress)
     report.imported = len(good)
-    record(session, "people.imported", actor=actor, now=now, object_type="person",
-           data={"rows": report.rows, "imported": report.imported, "skipped": report.skipped})
+    record(
+        session,
+        "people.imported",
+        actor=actor,
+        now=now,
+        object_type="person",
+        data={"rows": report.rows, "imported": report.imported, "skipped": report.skipped},
+    )
     return report
 
 
 def _validate_rows(
-    session: Session, rows: Iterable[dict[str, str]], units: dict[str, int], actor: Actor,
+    session: Session,
+    rows: Iterable[dict[str, str]],
+    units: dict[str, int],
+    actor: Actor,
     report: ImportReport,
 ) -> list[dict[str, Any]]:
     existing = set(session.scalars(select(Person.person_no)))
@@ -174,7 +200,9 @@ def _row_values(
         return None
     unit_id = units.get(person.org_unit_code) if person.org_unit_code else None
     if person.org_unit_code and unit_id is None:
-        report.errors.append(RowError(n, "org_unit_code", f"unknown org unit {person.org_unit_code}"))
+        report.errors.append(
+            RowError(n, "org_unit_code", f"unknown org unit {person.org_unit_code}")
+        )
         return None
     if not actor.sees_org_unit(unit_id):
         report.errors.append(RowError(n, "org_unit_code", "outside your data scope"))
@@ -189,8 +217,10 @@ def _insert(
 ) -> None:
     tid = require_tenant_id()
     for start in range(0, len(good), BATCH):
-        batch = [{**row, "tenant_id": tid, "created_at": now, "updated_at": now}
-                 for row in good[start:start + BATCH]]
+        batch = [
+            {**row, "tenant_id": tid, "created_at": now, "updated_at": now}
+            for row in good[start : start + BATCH]
+        ]
         session.execute(insert(Person), batch)
         if progress:
             progress(min(start + BATCH, len(good)), len(good))

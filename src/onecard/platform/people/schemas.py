@@ -9,13 +9,22 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from onecard.platform.people.models import IDENTITY_CLASSES
 
-PersonNo = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32,
-                                            pattern=r"^[A-Za-z0-9._-]+$")]
+PersonNo = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$"
+    ),
+]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32,
-                                         pattern=r"^[0-9+() -]*$")]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200,
-                                         pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Phone = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=32, pattern=r"^[0-9+() -]*$")
+]
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, max_length=200, pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    ),
+]
 IdentityClass = Annotated[str, Field(json_schema_extra={"enum": list(IDENTITY_CLASSES)})]
 
 

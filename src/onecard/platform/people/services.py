@@ -46,14 +46,28 @@ def create_person(session: Session, data: PersonCreate, *, actor: Actor, now: da
     if session.scalar(select(Person.id).where(Person.person_no == data.person_no)) is not None:
         raise Conflict(f"person number {data.person_no} already exists", field="person_no")
     person = Person(
-        person_no=data.person_no, name=data.name, identity_class=data.identity_class,
-        org_unit_id=unit_id, phone=data.phone, email=data.email, valid_from=data.valid_from,
-        valid_until=data.valid_until, created_at=now, updated_at=now,
+        person_no=data.person_no,
+        name=data.name,
+        identity_class=data.identity_class,
+        org_unit_id=unit_id,
+        phone=data.phone,
+        email=data.email,
+        valid_from=data.valid_from,
+        valid_until=data.valid_until,
+        created_at=now,
+        updated_at=now,
     )
     session.add(person)
     session.flush()
-    record(session, "person.created", actor=actor, now=now, object_type="person",
-           object_id=person.id, data={"person_no": person.person_no})
+    record(
+        session,
+        "person.created",
+        actor=actor,
+        now=now,
+        object_type="person",
+        object_id=person.id,
+        data={"person_no": person.person_no},
+    )
     return person
 
 
@@ -66,8 +80,10 @@ def get_person(session: Session, person_id: int, *, actor: Actor) -> Person:
     """The live person ``person_id`` visible to ``actor``; :class:`NotFound` otherwise."""
     actor.ensure("people.view")
     person = session.get(Person, person_id)
-    if person is None or person.deleted_at is not None or not actor.sees_org_unit(
-        person.org_unit_id
+    if (
+        person is None
+        or person.deleted_at is not None
+        or not actor.sees_org_unit(person.org_unit_id)
     ):
         raise NotFound(f"person {person_id} not found")
     return person
@@ -92,8 +108,15 @@ def update_person(
     for key, value in fields.items():
         setattr(person, key, value)
     person.updated_at = now
-    record(session, "person.updated", actor=actor, now=now, object_type="person",
-           object_id=person.id, data={"before": before, "after": {k: _plain(v) for k, v in fields.items()}})
+    record(
+        session,
+        "person.updated",
+        actor=actor,
+        now=now,
+        object_type="person",
+        object_id=person.id,
+        data={"before": before, "after": {k: _plain(v) for k, v in fields.items()}},
+    )
     return person
 
 
@@ -132,7 +155,7 @@ def search_people(
 
 def _search_statement(
     actor: Actor, q: str | None, org_unit_id: int | None, identity_class: str | None
-) -> Select[tuple[Person]]:
+) -> Select[Person]:
     stmt = select(Person).where(Person.deleted_at.is_(None))
     if actor.org_unit_scope is not None:
         stmt = stmt.where(Person.org_unit_id.in_(actor.org_unit_scope))
@@ -162,6 +185,13 @@ def mark_deleted(session: Session, person: Person, *, actor: Actor, now: datetim
         raise NotFound(f"person {person.id} not found")
     stop_all_cards(session, person, actor=actor, now=now)
     person.deleted_at = now
-    record(session, "person.deleted", actor=actor, now=now, object_type="person",
-           object_id=person.id, data={"person_no": person.person_no})
+    record(
+        session,
+        "person.deleted",
+        actor=actor,
+        now=now,
+        object_type="person",
+        object_id=person.id,
+        data={"person_no": person.person_no},
+    )
     return person

@@ -43,22 +43,22 @@ def ensure_platform_tenant(session: Session, *, now: datetime) -> Tenant:
     found = session.scalar(select(Tenant).where(Tenant.slug == PLATFORM_SLUG))
     if found is not None:
         return found
-    tenant = Tenant(slug=PLATFORM_SLUG, name="Platform", is_platform=True, settings={},
-                    created_at=now)
+    tenant = Tenant(
+        slug=PLATFORM_SLUG, name="Platform", is_platform=True, settings={}, created_at=now
+    )
     session.add(tenant)
     session.flush()
     return tenant
 
 
-def create_tenant(
-    session: Session, slug: str, name: str, *, actor: Actor, now: datetime
-) -> Tenant:
+def create_tenant(session: Session, slug: str, name: str, *, actor: Actor, now: datetime) -> Tenant:
     """Create a tenant with its own accounts and default roles; platform administrators only."""
     if not (actor.is_platform_admin or actor.type == "system"):
         raise PermissionDenied("only platform administrators create tenants")
     if not SLUG_RE.match(slug):
-        raise ValidationFailed("slug must be 2-40 of a-z, 0-9 and '-', starting with a letter",
-                               field="slug")
+        raise ValidationFailed(
+            "slug must be 2-40 of a-z, 0-9 and '-', starting with a letter", field="slug"
+        )
     if session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
         raise Conflict(f"tenant {slug} already exists", field="slug")
     tenant = Tenant(slug=slug, name=name, settings=dict(DEFAULT_SETTINGS), created_at=now)
@@ -67,8 +67,15 @@ def create_tenant(
     with tenant_scope(tenant.id):
         open_tenant_accounts(session, now=now)
         create_default_roles(session, now=now)
-        record(session, "tenant.created", actor=actor, now=now, object_type="tenant",
-               object_id=tenant.id, data={"slug": slug, "name": name})
+        record(
+            session,
+            "tenant.created",
+            actor=actor,
+            now=now,
+            object_type="tenant",
+            object_id=tenant.id,
+            data={"slug": slug, "name": name},
+        )
     return tenant
 
 
@@ -100,8 +107,15 @@ def create_site(
     site = Site(code=code, name=name, timezone=timezone)
     session.add(site)
     session.flush()
-    record(session, "site.created", actor=actor, now=now, object_type="site", object_id=site.id,
-           data={"code": code, "timezone": timezone})
+    record(
+        session,
+        "site.created",
+        actor=actor,
+        now=now,
+        object_type="site",
+        object_id=site.id,
+        data={"code": code, "timezone": timezone},
+    )
     return site
 
 
@@ -126,8 +140,15 @@ def create_org_unit(
     unit = OrgUnit(code=code, name=name, parent_id=parent_id, site_id=site_id)
     session.add(unit)
     session.flush()
-    record(session, "org_unit.created", actor=actor, now=now, object_type="org_unit",
-           object_id=unit.id, data={"code": code, "parent_id": parent_id})
+    record(
+        session,
+        "org_unit.created",
+        actor=actor,
+        now=now,
+        object_type="org_unit",
+        object_id=unit.id,
+        data={"code": code, "parent_id": parent_id},
+    )
     return unit
 
 
@@ -164,8 +185,14 @@ def set_module_enabled(
     else:
         row.enabled, row.changed_at = enabled, now
     session.flush()
-    record(session, "module.enabled" if enabled else "module.disabled", actor=actor, now=now,
-           object_type="module", object_id=module_key)
+    record(
+        session,
+        "module.enabled" if enabled else "module.disabled",
+        actor=actor,
+        now=now,
+        object_type="module",
+        object_id=module_key,
+    )
     return row
 
 
@@ -184,8 +211,15 @@ def update_tenant_settings(
     if unknown:
         raise ValidationFailed(f"unknown setting {sorted(unknown)[0]}", field=sorted(unknown)[0])
     tenant.settings = {**DEFAULT_SETTINGS, **(tenant.settings or {}), **changes}
-    record(session, "tenant.settings_changed", actor=actor, now=now, object_type="tenant",
-           object_id=tenant.id, data=changes)
+    record(
+        session,
+        "tenant.settings_changed",
+        actor=actor,
+        now=now,
+        object_type="tenant",
+        object_id=tenant.id,
+        data=changes,
+    )
     return tenant
 
 

@@ -1,1 +1,1 @@
-"""REST API ``/api/v1``: JSON in and out, problem documents for errors, OpenAPI at ``openapi.json``."""
+"""REST API ``/api/v1``: JSON in and out, RFC 9457 problem documents, OpenAPI document."""

@@ -123,8 +123,15 @@ def account_json(call: Call, account: Account) -> dict[str, Any]:
     return {**dump(AccountOut, account), "balance_fen": (raw or 0) * account.sign}
 
 
-@endpoint("GET", "/accounts", tag="accounts", query=AccountsQuery, response=AccountOut,
-          list_response=True, permission="accounts.view")
+@endpoint(
+    "GET",
+    "/accounts",
+    tag="accounts",
+    query=AccountsQuery,
+    response=AccountOut,
+    list_response=True,
+    permission="accounts.view",
+)
 def list_accounts(call: Call) -> Any:
     """A holder's accounts, or the tenant's own accounts."""
     q: AccountsQuery = call.query
@@ -135,8 +142,11 @@ def list_accounts(call: Call) -> Any:
         if call.actor.org_unit_scope is not None:
             accounts = []
         else:
-            accounts = list(call.session.scalars(
-                select(Account).where(Account.owner_type.is_(None)).order_by(Account.id)))
+            accounts = list(
+                call.session.scalars(
+                    select(Account).where(Account.owner_type.is_(None)).order_by(Account.id)
+                )
+            )
     return paged([account_json(call, a) for a in accounts], len(accounts), len(accounts) or 1, 0)
 
 
@@ -158,14 +168,27 @@ def statement(call: Call) -> Any:
     """The account's lines with their entries, newest first."""
     account = load_account(call, call.path["account_id"])
     q: StatementQuery = call.query
-    base = select(Line, Entry).join(Entry, Entry.id == Line.entry_id).where(
-        Line.account_id == account.id)
-    total = call.session.scalar(
-        select(func.count(Line.id)).where(Line.account_id == account.id)) or 0
+    base = (
+        select(Line, Entry)
+        .join(Entry, Entry.id == Line.entry_id)
+        .where(Line.account_id == account.id)
+    )
+    total = (
+        call.session.scalar(select(func.count(Line.id)).where(Line.account_id == account.id)) or 0
+    )
     rows = call.session.execute(base.order_by(Line.id.desc()).limit(q.limit).offset(q.offset))
-    items = [{"line_id": ln.id, "amount_fen": ln.amount_fen * account.sign, "entry_id": e.id,
-              "code": e.code, "memo": e.memo, "occurred_at": e.occurred_at.isoformat(),
-              "recorded_at": e.recorded_at.isoformat()} for ln, e in rows]
+    items = [
+        {
+            "line_id": ln.id,
+            "amount_fen": ln.amount_fen * account.sign,
+            "entry_id": e.id,
+            "code": e.code,
+            "memo": e.memo,
+            "occurred_at": e.occurred_at.isoformat(),
+            "recorded_at": e.recorded_at.isoformat(),
+        }
+        for ln, e in rows
+    ]
     return paged(items, total, q.limit, q.offset)
 
 
@@ -180,21 +203,42 @@ def _entry_result(entry: Entry, call: Call) -> tuple[dict[str, Any], int]:
     return entry_json(call.session, entry), 200 if was_replayed(entry) else 201
 
 
-@endpoint("POST", "/accounts/{account_id}/top-ups", tag="accounts", body=TopUpIn, status=201,
-          idempotent_key=True, permission="accounts.top_up")
+@endpoint(
+    "POST",
+    "/accounts/{account_id}/top-ups",
+    tag="accounts",
+    body=TopUpIn,
+    status=201,
+    idempotent_key=True,
+    permission="accounts.top_up",
+)
 def top_up(call: Call) -> Any:
     """Top up a holder purse (cash desk, or bank with its reference)."""
     purse = _holder(call, "holder.purse")
     body: TopUpIn = call.body
     assert purse.owner_id is not None
-    entry = ops.top_up(call.session, purse.owner_id, body.amount_fen, channel=body.channel,
-                       bank_reference=body.bank_reference, actor=call.actor, now=call.now,
-                       idempotency_key=call.idempotency_key)
+    entry = ops.top_up(
+        call.session,
+        purse.owner_id,
+        body.amount_fen,
+        channel=body.channel,
+        bank_reference=body.bank_reference,
+        actor=call.actor,
+        now=call.now,
+        idempotency_key=call.idempotency_key,
+    )
     return _entry_result(entry, call)
 
 
-@endpoint("POST", "/accounts/{account_id}/refunds", tag="accounts", body=RefundIn, status=201,
-          idempotent_key=True, permission="accounts.refund")
+@endpoint(
+    "POST",
+    "/accounts/{account_id}/refunds",
+    tag="accounts",
+    body=RefundIn,
+    status=201,
+    idempotent_key=True,
+    permission="accounts.refund",
+)
 def refund(call: Call) -> Any:
     """Refund purse money in cash; above the threshold a second operator must approve (202)."""
     assert call.tenant is not None
@@ -202,12 +246,21 @@ def refund(call: Call) -> Any:
     body: RefundIn = call.body
     key = call.idempotency_key or ops.new_key()
     outcome = approvals.submit(
-        call.session, call.tenant, "refund",
-        {"person_id": purse.owner_id, "amount_fen": body.amount_fen, "memo": body.memo,
-         "idempotency_key": key},
-        actor=call.actor, now=call.now, amount_fen=body.amount_fen,
+        call.session,
+        call.tenant,
+        "refund",
+        {
+            "person_id": purse.owner_id,
+            "amount_fen": body.amount_fen,
+            "memo": body.memo,
+            "idempotency_key": key,
+        },
+        actor=call.actor,
+        now=call.now,
+        amount_fen=body.amount_fen,
         idempotency_key=f"approval:{key}" if call.idempotency_key else None,
-        summary=f"refund {body.amount_fen} fen from account {purse.code}")
+        summary=f"refund {body.amount_fen} fen from account {purse.code}",
+    )
     return _outcome(call, outcome)
 
 
@@ -219,8 +272,15 @@ def _outcome(call: Call, outcome: approvals.Outcome) -> Any:
     return entry_json(call.session, entry), 201
 
 
-@endpoint("POST", "/accounts/{account_id}/adjustments", tag="accounts", body=AdjustmentIn,
-          status=201, idempotent_key=True, permission="accounts.adjust")
+@endpoint(
+    "POST",
+    "/accounts/{account_id}/adjustments",
+    tag="accounts",
+    body=AdjustmentIn,
+    status=201,
+    idempotent_key=True,
+    permission="accounts.adjust",
+)
 def adjust(call: Call) -> Any:
     """Manually adjust a holder account; above the threshold needs a second operator (202)."""
     assert call.tenant is not None
@@ -232,40 +292,82 @@ def adjust(call: Call) -> Any:
         raise ValidationFailed("amount_fen must not be zero", field="amount_fen")
     key = call.idempotency_key or ops.new_key()
     outcome = approvals.submit(
-        call.session, call.tenant, "adjustment",
-        {"account_id": account.id, "amount_fen": body.amount_fen, "reason": body.reason,
-         "idempotency_key": key},
-        actor=call.actor, now=call.now, amount_fen=body.amount_fen,
+        call.session,
+        call.tenant,
+        "adjustment",
+        {
+            "account_id": account.id,
+            "amount_fen": body.amount_fen,
+            "reason": body.reason,
+            "idempotency_key": key,
+        },
+        actor=call.actor,
+        now=call.now,
+        amount_fen=body.amount_fen,
         idempotency_key=f"approval:{key}" if call.idempotency_key else None,
-        summary=f"adjust {account.code} by {body.amount_fen} fen: {body.reason}")
+        summary=f"adjust {account.code} by {body.amount_fen} fen: {body.reason}",
+    )
     return _outcome(call, outcome)
 
 
-@endpoint("POST", "/accounts/{account_id}/subsidies", tag="accounts", body=SubsidyIn,
-          status=201, idempotent_key=True, permission="accounts.subsidy")
+@endpoint(
+    "POST",
+    "/accounts/{account_id}/subsidies",
+    tag="accounts",
+    body=SubsidyIn,
+    status=201,
+    idempotent_key=True,
+    permission="accounts.subsidy",
+)
 def subsidy(call: Call) -> Any:
     """Grant a subsidy to a holder's subsidy purse."""
     purse = _holder(call, "holder.subsidy")
     assert purse.owner_id is not None
-    entry = ops.grant_subsidy(call.session, purse.owner_id, call.body.amount_fen,
-                              actor=call.actor, now=call.now, memo=call.body.memo,
-                              idempotency_key=call.idempotency_key)
+    entry = ops.grant_subsidy(
+        call.session,
+        purse.owner_id,
+        call.body.amount_fen,
+        actor=call.actor,
+        now=call.now,
+        memo=call.body.memo,
+        idempotency_key=call.idempotency_key,
+    )
     return _entry_result(entry, call)
 
 
-@endpoint("POST", "/accounts/{account_id}/transfers", tag="accounts", body=TransferIn,
-          status=201, idempotent_key=True, permission="accounts.top_up")
+@endpoint(
+    "POST",
+    "/accounts/{account_id}/transfers",
+    tag="accounts",
+    body=TransferIn,
+    status=201,
+    idempotent_key=True,
+    permission="accounts.top_up",
+)
 def transfer(call: Call) -> Any:
     """Move value to another holder purse."""
     source = load_account(call, call.path["account_id"])
     target = load_account(call, call.body.to_account_id)
-    entry = ops.transfer(call.session, source, target, call.body.amount_fen, actor=call.actor,
-                         now=call.now, idempotency_key=call.idempotency_key)
+    entry = ops.transfer(
+        call.session,
+        source,
+        target,
+        call.body.amount_fen,
+        actor=call.actor,
+        now=call.now,
+        idempotency_key=call.idempotency_key,
+    )
     return _entry_result(entry, call)
 
 
-@endpoint("POST", "/subsidy-batches", tag="accounts", body=SubsidyBatchIn, status=201,
-          permission="accounts.subsidy")
+@endpoint(
+    "POST",
+    "/subsidy-batches",
+    tag="accounts",
+    body=SubsidyBatchIn,
+    status=201,
+    permission="accounts.subsidy",
+)
 def subsidy_batch(call: Call) -> Any:
     """Grant subsidies to many people; ``preview`` validates and totals without posting."""
     body: SubsidyBatchIn = call.body
@@ -273,12 +375,24 @@ def subsidy_batch(call: Call) -> Any:
         get_person(call.session, line.person_id, actor=call.actor)
     total = sum(ln.amount_fen for ln in body.lines)
     if body.preview:
-        return {"batch_id": body.batch_id, "people": len(body.lines), "total_fen": total,
-                "preview": True}, 200
+        return {
+            "batch_id": body.batch_id,
+            "people": len(body.lines),
+            "total_fen": total,
+            "preview": True,
+        }, 200
     entries = ops.grant_subsidy_batch(
-        call.session, body.batch_id,
+        call.session,
+        body.batch_id,
         [ops.SubsidyLine(ln.person_id, ln.amount_fen) for ln in body.lines],
-        actor=call.actor, now=call.now, memo=body.memo)
-    return {"batch_id": body.batch_id, "people": len(entries), "total_fen": total,
-            "entry_ids": [e.id for e in entries],
-            "replayed": sum(1 for e in entries if was_replayed(e))}
+        actor=call.actor,
+        now=call.now,
+        memo=body.memo,
+    )
+    return {
+        "batch_id": body.batch_id,
+        "people": len(entries),
+        "total_fen": total,
+        "entry_ids": [e.id for e in entries],
+        "replayed": sum(1 for e in entries if was_replayed(e)),
+    }

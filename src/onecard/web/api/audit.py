@@ -41,19 +41,31 @@ class AuditQuery(QueryModel):
     offset: int = Field(default=0, ge=0)
 
 
-@endpoint("GET", "/audit/events", tag="audit", query=AuditQuery, response=AuditOut,
-          list_response=True, permission="audit.view")
+@endpoint(
+    "GET",
+    "/audit/events",
+    tag="audit",
+    query=AuditQuery,
+    response=AuditOut,
+    list_response=True,
+    permission="audit.view",
+)
 def list_events(call: Call) -> Any:
     """Audit events, newest first."""
     q: AuditQuery = call.query
     stmt = select(AuditEvent)
-    for column, value in ((AuditEvent.type, q.type), (AuditEvent.actor_id, q.actor_id),
-                          (AuditEvent.object_type, q.object_type),
-                          (AuditEvent.object_id, q.object_id)):
+    for column, value in (
+        (AuditEvent.type, q.type),
+        (AuditEvent.actor_id, q.actor_id),
+        (AuditEvent.object_type, q.object_type),
+        (AuditEvent.object_id, q.object_id),
+    ):
         if value:
             stmt = stmt.where(column == value)
     total = call.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = call.session.scalars(stmt.order_by(AuditEvent.seq.desc()).limit(q.limit).offset(q.offset))
+    rows = call.session.scalars(
+        stmt.order_by(AuditEvent.seq.desc()).limit(q.limit).offset(q.offset)
+    )
     return paged([dump(AuditOut, e) for e in rows], total, q.limit, q.offset)
 
 
@@ -62,6 +74,10 @@ def verify(call: Call) -> Any:
     """Recompute the hash chain; name the first altered row."""
     report = verify_chain(call.session)
     bad = report.first_bad
-    return {"ok": bad is None, "events": report.events,
-            "first_bad": None if bad is None else {"id": bad.id, "seq": bad.seq,
-                                                   "problem": report.problem}}
+    return {
+        "ok": bad is None,
+        "events": report.events,
+        "first_bad": None
+        if bad is None
+        else {"id": bad.id, "seq": bad.seq, "problem": report.problem},
+    }

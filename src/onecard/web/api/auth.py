@@ -33,7 +33,7 @@ class LoginOut(BaseModel):
     """A bearer token and when it expires."""
 
     token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
     expires_at: datetime
     operator_id: int
     tenant: str
@@ -48,15 +48,30 @@ def login(call: Call) -> Any:
         raise TooManyRequests("too many failed logins from this address; wait a few minutes")
     body: LoginIn = call.body
     tenant = _tenant_or_none(call, body.tenant)
-    result = authz.login(call.session, tenant, body.username, body.password, totp=body.totp,
-                         now=call.now, policy=st.policy, box=st.box)
+    result = authz.login(
+        call.session,
+        tenant,
+        body.username,
+        body.password,
+        totp=body.totp,
+        now=call.now,
+        policy=st.policy,
+        box=st.box,
+    )
     call.session.commit()  # keep failure counters and audit even when refusing
     if not result.ok:
         st.throttle.failed(ip)
         raise AuthenticationFailed(result.reason)
-    assert result.expires_at and result.operator_id and result.token and tenant
-    return LoginOut(token=result.token, expires_at=result.expires_at,
-                    operator_id=result.operator_id, tenant=tenant.slug).model_dump(mode="json")
+    assert result.expires_at is not None
+    assert result.operator_id is not None
+    assert result.token is not None
+    assert tenant is not None
+    return LoginOut(
+        token=result.token,
+        expires_at=result.expires_at,
+        operator_id=result.operator_id,
+        tenant=tenant.slug,
+    ).model_dump(mode="json")
 
 
 def _tenant_or_none(call: Call, slug: str) -> Tenant | None:
@@ -80,8 +95,11 @@ def me(call: Call) -> Any:
     actor = call.actor
     assert call.tenant is not None
     return {
-        "operator_id": actor.operator_id, "username": actor.id, "tenant": call.tenant.slug,
-        "tenant_name": call.tenant.name, "is_platform_admin": actor.is_platform_admin,
+        "operator_id": actor.operator_id,
+        "username": actor.id,
+        "tenant": call.tenant.slug,
+        "tenant_name": call.tenant.name,
+        "is_platform_admin": actor.is_platform_admin,
         "permissions": sorted(actor.permissions),
         "org_unit_scope": None if actor.org_unit_scope is None else sorted(actor.org_unit_scope),
     }
@@ -92,6 +110,5 @@ def enable_totp(call: Call) -> Any:
     """Turn on a TOTP second factor for yourself; returns the provisioning URI once."""
     operator = call.session.scalar(select(Operator).where(Operator.id == call.actor.operator_id))
     assert operator is not None
-    uri = authz.enable_totp(call.session, operator, actor=call.actor, now=call.now,
-                            box=state().box)
+    uri = authz.enable_totp(call.session, operator, actor=call.actor, now=call.now, box=state().box)
     return {"provisioning_uri": uri}

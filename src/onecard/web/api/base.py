@@ -100,8 +100,23 @@ def endpoint(
 
     def decorate(view: Callable[[Call], Any]) -> Callable[..., Response]:
         summary = (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else view.__name__
-        OPERATIONS.append(Operation(method, path, summary, tag, body, query, response, status,
-                                    permission, public, idempotent_key, list_response, raw_body))
+        OPERATIONS.append(
+            Operation(
+                method,
+                path,
+                summary,
+                tag,
+                body,
+                query,
+                response,
+                status,
+                permission,
+                public,
+                idempotent_key,
+                list_response,
+                raw_body,
+            )
+        )
 
         @functools.wraps(view)
         def handler(**path_args: Any) -> Response:
@@ -110,8 +125,12 @@ def endpoint(
         flask_path = path.replace("{", "<").replace("}", ">")
         for name in _int_params(path):
             flask_path = flask_path.replace(f"<{name}>", f"<int:{name}>")
-        api_v1.add_url_rule(flask_path, endpoint=f"{view.__module__.rsplit('.', 1)[-1]}_{view.__name__}",
-                            view_func=handler, methods=[method])
+        api_v1.add_url_rule(
+            flask_path,
+            endpoint=f"{view.__module__.rsplit('.', 1)[-1]}_{view.__name__}",
+            view_func=handler,
+            methods=[method],
+        )
         return handler
 
     return decorate
@@ -135,12 +154,21 @@ def _handle(
     parsed_body = _parse_body(body_model) if body_model else None
     parsed_query = _parse_query(query_model)
     with st.sessions() as session, request_context(_request_info()):
-        actor, tenant = (Actor(type="anonymous", id=None), None) if public else _authenticate(
-            session, now)
+        actor, tenant = (
+            (Actor(type="anonymous", id=None), None) if public else _authenticate(session, now)
+        )
         if permission:
             actor.ensure(permission)
-        call = Call(session, actor, tenant, now, parsed_body, parsed_query, path_args,
-                    request.headers.get("Idempotency-Key"))
+        call = Call(
+            session,
+            actor,
+            tenant,
+            now,
+            parsed_body,
+            parsed_query,
+            path_args,
+            request.headers.get("Idempotency-Key"),
+        )
         with _scope(tenant):
             result = view(call)
             session.commit()
@@ -149,8 +177,9 @@ def _handle(
     code = status
     if isinstance(result, tuple):
         result, code = result
-    return Response(json.dumps(result, ensure_ascii=False), status=code,
-                    mimetype="application/json")
+    return Response(
+        json.dumps(result, ensure_ascii=False), status=code, mimetype="application/json"
+    )
 
 
 def _scope(tenant: Tenant | None) -> Any:

@@ -68,18 +68,27 @@ class CardsQuery(QueryModel):
     offset: int = Field(default=0, ge=0)
 
 
-@endpoint("POST", "/people/{person_id}/cards", tag="cards", body=CardIn, response=CardOut,
-          status=201)
+@endpoint(
+    "POST", "/people/{person_id}/cards", tag="cards", body=CardIn, response=CardOut, status=201
+)
 def issue(call: Call) -> Any:
     """Issue a card to a person (takes the deposit in cash when there is one)."""
     person = get_person(call.session, call.path["person_id"], actor=call.actor)
     spec = lifecycle.NewCard(**call.body.model_dump())
-    return dump(CardOut, lifecycle.issue_card(call.session, person, spec, actor=call.actor,
-                                              now=call.now))
+    return dump(
+        CardOut, lifecycle.issue_card(call.session, person, spec, actor=call.actor, now=call.now)
+    )
 
 
-@endpoint("GET", "/cards", tag="cards", query=CardsQuery, response=CardOut, list_response=True,
-          permission="cards.view")
+@endpoint(
+    "GET",
+    "/cards",
+    tag="cards",
+    query=CardsQuery,
+    response=CardOut,
+    list_response=True,
+    permission="cards.view",
+)
 def list_cards(call: Call) -> Any:
     """List cards (paginated)."""
     q: CardsQuery = call.query
@@ -95,7 +104,8 @@ def list_cards(call: Call) -> Any:
         from onecard.platform.people.models import Person
 
         stmt = stmt.join(Person, Person.id == Card.person_id).where(
-            Person.org_unit_id.in_(call.actor.org_unit_scope))
+            Person.org_unit_id.in_(call.actor.org_unit_scope)
+        )
     total = call.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = call.session.scalars(stmt.order_by(Card.id).limit(q.limit).offset(q.offset))
     return paged([dump(CardOut, c) for c in rows], total, q.limit, q.offset)
@@ -105,9 +115,15 @@ def list_cards(call: Call) -> Any:
 def get_card(call: Call) -> Any:
     """Read one card with its blacklist history."""
     card = lifecycle.get_card(call.session, call.path["card_id"], actor=call.actor)
-    history = [{"version": h.version, "op": h.op, "reason": h.reason,
-                "created_at": h.created_at.isoformat()}
-               for h in blacklist.history(call.session, card.id)]
+    history = [
+        {
+            "version": h.version,
+            "op": h.op,
+            "reason": h.reason,
+            "created_at": h.created_at.isoformat(),
+        }
+        for h in blacklist.history(call.session, card.id)
+    ]
     return {**dump(CardOut, card), "blacklist_history": history}
 
 
@@ -118,15 +134,20 @@ def _card(call: Call) -> Card:
 @endpoint("POST", "/cards/{card_id}/report-loss", tag="cards", response=CardOut)
 def report_loss(call: Call) -> Any:
     """挂失: report the card lost; devices will refuse it."""
-    return dump(CardOut, lifecycle.report_loss(call.session, _card(call), actor=call.actor,
-                                               now=call.now))
+    return dump(
+        CardOut, lifecycle.report_loss(call.session, _card(call), actor=call.actor, now=call.now)
+    )
 
 
 @endpoint("POST", "/cards/{card_id}/freeze", tag="cards", body=FreezeIn, response=CardOut)
 def freeze(call: Call) -> Any:
     """Freeze the card."""
-    return dump(CardOut, lifecycle.freeze(call.session, _card(call), actor=call.actor,
-                                          now=call.now, reason=call.body.reason))
+    return dump(
+        CardOut,
+        lifecycle.freeze(
+            call.session, _card(call), actor=call.actor, now=call.now, reason=call.body.reason
+        ),
+    )
 
 
 @endpoint("POST", "/cards/{card_id}/unfreeze", tag="cards", status=202)
@@ -134,33 +155,53 @@ def unfreeze(call: Call) -> Any:
     """解挂: accept a lost or frozen card again — a blacklist removal, so four-eyes."""
     assert call.tenant is not None
     card = _card(call)
-    outcome = approvals.submit(call.session, call.tenant, "card.unfreeze", {"card_id": card.id},
-                               actor=call.actor, now=call.now,
-                               summary=f"unfreeze card {card.card_no}",
-                               idempotency_key=call.idempotency_key)
+    outcome = approvals.submit(
+        call.session,
+        call.tenant,
+        "card.unfreeze",
+        {"card_id": card.id},
+        actor=call.actor,
+        now=call.now,
+        summary=f"unfreeze card {card.card_no}",
+        idempotency_key=call.idempotency_key,
+    )
     return approval_response(outcome)
 
 
-@endpoint("POST", "/cards/{card_id}/replace", tag="cards", body=ReplaceIn, response=CardOut,
-          status=201)
+@endpoint(
+    "POST", "/cards/{card_id}/replace", tag="cards", body=ReplaceIn, response=CardOut, status=201
+)
 def replace(call: Call) -> Any:
     """补卡: issue a replacement; deposit and balance carry over; the old card is blacklisted."""
-    new = lifecycle.replace(call.session, _card(call), call.body.new_card_no, actor=call.actor,
-                            now=call.now, uid=call.body.uid)
+    new = lifecycle.replace(
+        call.session,
+        _card(call),
+        call.body.new_card_no,
+        actor=call.actor,
+        now=call.now,
+        uid=call.body.uid,
+    )
     return dump(CardOut, new)
 
 
 @endpoint("POST", "/cards/{card_id}/return", tag="cards")
 def return_card(call: Call) -> Any:
-    """退卡: take the card back, refund deposit and (last card) balance; four-eyes above threshold."""
+    """退卡: take the card back, refund deposit and (last card) balance; four-eyes over limit."""
     assert call.tenant is not None
     card = _card(call)
     call.actor.ensure("cards.return")
     quote = lifecycle.quote_return(call.session, card, now=call.now)
     outcome = approvals.submit(
-        call.session, call.tenant, "card.return", {"card_id": card.id}, actor=call.actor,
-        now=call.now, amount_fen=quote.cash_fen, idempotency_key=call.idempotency_key,
-        summary=f"return card {card.card_no}, pay {quote.cash_fen} fen")
+        call.session,
+        call.tenant,
+        "card.return",
+        {"card_id": card.id},
+        actor=call.actor,
+        now=call.now,
+        amount_fen=quote.cash_fen,
+        idempotency_key=call.idempotency_key,
+        summary=f"return card {card.card_no}, pay {quote.cash_fen} fen",
+    )
     return approval_response(outcome)
 
 
@@ -178,5 +219,10 @@ def get_blacklist(call: Call) -> Any:
         version, cards = blacklist.snapshot(call.session)
         return {"kind": "snapshot", "version": version, "cards": cards}
     d = blacklist.delta(call.session, q.from_version)
-    return {"kind": "delta", "from": d.from_version, "to": d.to_version, "add": list(d.add),
-            "remove": list(d.remove)}
+    return {
+        "kind": "delta",
+        "from": d.from_version,
+        "to": d.to_version,
+        "add": list(d.add),
+        "remove": list(d.remove),
+    }

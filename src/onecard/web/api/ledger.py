@@ -21,11 +21,16 @@ from onecard.web.api.common import approval_response
 def entry_json(session: Session, entry: Entry) -> dict[str, Any]:
     """An entry with its lines (signed: debit > 0, credit < 0)."""
     lines = session.execute(
-        select(Line.account_id, Line.amount_fen).where(Line.entry_id == entry.id).order_by(Line.id))
+        select(Line.account_id, Line.amount_fen).where(Line.entry_id == entry.id).order_by(Line.id)
+    )
     return {
-        "id": entry.id, "code": entry.code, "memo": entry.memo,
-        "idempotency_key": entry.idempotency_key, "occurred_at": entry.occurred_at.isoformat(),
-        "recorded_at": entry.recorded_at.isoformat(), "source": entry.source,
+        "id": entry.id,
+        "code": entry.code,
+        "memo": entry.memo,
+        "idempotency_key": entry.idempotency_key,
+        "occurred_at": entry.occurred_at.isoformat(),
+        "recorded_at": entry.recorded_at.isoformat(),
+        "source": entry.source,
         "actor": {"type": entry.actor_type, "id": entry.actor_id},
         "reverses_id": entry.reverses_id,
         "lines": [{"account_id": a, "amount_fen": amt} for a, amt in lines],
@@ -43,8 +48,14 @@ class EntriesQuery(QueryModel):
     offset: int = Field(default=0, ge=0)
 
 
-@endpoint("GET", "/ledger/entries", tag="ledger", query=EntriesQuery, list_response=True,
-          permission="ledger.view")
+@endpoint(
+    "GET",
+    "/ledger/entries",
+    tag="ledger",
+    query=EntriesQuery,
+    list_response=True,
+    permission="ledger.view",
+)
 def list_entries(call: Call) -> Any:
     """Journal entries, newest first, filtered by code, account and time."""
     q: EntriesQuery = call.query
@@ -52,7 +63,9 @@ def list_entries(call: Call) -> Any:
     if q.code:
         stmt = stmt.where(Entry.code == q.code)
     if q.account_id is not None:
-        stmt = stmt.where(Entry.id.in_(select(Line.entry_id).where(Line.account_id == q.account_id)))
+        stmt = stmt.where(
+            Entry.id.in_(select(Line.entry_id).where(Line.account_id == q.account_id))
+        )
     if q.recorded_from:
         stmt = stmt.where(Entry.recorded_at >= q.recorded_from)
     if q.recorded_to:
@@ -78,8 +91,15 @@ class ReversalIn(BaseModel):
     memo: str = Field(min_length=3, max_length=200)
 
 
-@endpoint("POST", "/ledger/entries/{entry_id}/reversal", tag="ledger", body=ReversalIn,
-          status=201, idempotent_key=True, permission="accounts.refund")
+@endpoint(
+    "POST",
+    "/ledger/entries/{entry_id}/reversal",
+    tag="ledger",
+    body=ReversalIn,
+    status=201,
+    idempotent_key=True,
+    permission="accounts.refund",
+)
 def reverse_entry(call: Call) -> Any:
     """Reverse an entry (a refund or correction); above the threshold needs approval (202)."""
     assert call.tenant is not None
@@ -87,14 +107,20 @@ def reverse_entry(call: Call) -> Any:
     if entry is None:
         raise NotFound(f"entry {call.path['entry_id']} not found")
     amount = call.session.scalar(
-        select(func.sum(Line.amount_fen)).where(Line.entry_id == entry.id, Line.amount_fen > 0))
+        select(func.sum(Line.amount_fen)).where(Line.entry_id == entry.id, Line.amount_fen > 0)
+    )
     key = call.idempotency_key or ops.new_key()
     outcome = approvals.submit(
-        call.session, call.tenant, "reversal",
+        call.session,
+        call.tenant,
+        "reversal",
         {"entry_id": entry.id, "memo": call.body.memo, "idempotency_key": key},
-        actor=call.actor, now=call.now, amount_fen=int(amount or 0),
+        actor=call.actor,
+        now=call.now,
+        amount_fen=int(amount or 0),
         idempotency_key=f"approval:{key}" if call.idempotency_key else None,
-        summary=f"reverse entry {entry.id} ({entry.code}): {call.body.memo}")
+        summary=f"reverse entry {entry.id} ({entry.code}): {call.body.memo}",
+    )
     if outcome.pending:
         return approval_response(outcome)
     reversal = call.session.get(Entry, outcome.result["entry_id"])
@@ -106,6 +132,11 @@ def reverse_entry(call: Call) -> Any:
 def verify(call: Call) -> Any:
     """Recompute balances from the journal and report any drift."""
     report = reconcile.verify(call.session)
-    return {"ok": report.ok, "accounts": report.accounts, "entries": report.entries,
-            "lines": report.lines, "trial_balance_fen": report.trial_balance_fen,
-            "problems": list(report.problems)}
+    return {
+        "ok": report.ok,
+        "accounts": report.accounts,
+        "entries": report.entries,
+        "lines": report.lines,
+        "trial_balance_fen": report.trial_balance_fen,
+        "problems": list(report.problems),
+    }

@@ -48,18 +48,39 @@ class PeopleQuery(QueryModel):
     offset: int = Field(default=0, ge=0)
 
 
-@endpoint("GET", "/people", tag="people", query=PeopleQuery, response=PersonOut,
-          list_response=True, permission="people.view")
+@endpoint(
+    "GET",
+    "/people",
+    tag="people",
+    query=PeopleQuery,
+    response=PersonOut,
+    list_response=True,
+    permission="people.view",
+)
 def list_people(call: Call) -> Any:
     """Search people (paginated)."""
     q: PeopleQuery = call.query
-    page = people.search_people(call.session, actor=call.actor, q=q.q, org_unit_id=q.org_unit_id,
-                                identity_class=q.identity_class, limit=q.limit, offset=q.offset)
+    page = people.search_people(
+        call.session,
+        actor=call.actor,
+        q=q.q,
+        org_unit_id=q.org_unit_id,
+        identity_class=q.identity_class,
+        limit=q.limit,
+        offset=q.offset,
+    )
     return paged([dump(PersonOut, p) for p in page.items], page.total, page.limit, page.offset)
 
 
-@endpoint("POST", "/people", tag="people", body=PersonCreate, response=PersonOut, status=201,
-          permission="people.edit")
+@endpoint(
+    "POST",
+    "/people",
+    tag="people",
+    body=PersonCreate,
+    response=PersonOut,
+    status=201,
+    permission="people.edit",
+)
 def create_person(call: Call) -> Any:
     """Create a person."""
     person = people.create_person(call.session, call.body, actor=call.actor, now=call.now)
@@ -87,9 +108,15 @@ def delete_person(call: Call) -> Any:
     assert call.tenant is not None
     person = people.get_person(call.session, call.path["person_id"], actor=call.actor)
     outcome = approvals.submit(
-        call.session, call.tenant, "person.delete", {"person_id": person.id}, actor=call.actor,
-        now=call.now, summary=f"delete person {person.person_no} {person.name}",
-        idempotency_key=call.idempotency_key)
+        call.session,
+        call.tenant,
+        "person.delete",
+        {"person_id": person.id},
+        actor=call.actor,
+        now=call.now,
+        summary=f"delete person {person.person_no} {person.name}",
+        idempotency_key=call.idempotency_key,
+    )
     return approval_response(outcome)
 
 
@@ -100,16 +127,28 @@ class ImportQuery(QueryModel):
     dry_run: bool = False
 
 
-@endpoint("POST", "/people/import", tag="people", query=ImportQuery, permission="people.import",
-          raw_body="text/csv or application/vnd.openxmlformats-officedocument.spreadsheetml.sheet "
-                   "(or multipart/form-data with a 'file' field)")
+@endpoint(
+    "POST",
+    "/people/import",
+    tag="people",
+    query=ImportQuery,
+    permission="people.import",
+    raw_body="text/csv or application/vnd.openxmlformats-officedocument.spreadsheetml.sheet "
+    "(or multipart/form-data with a 'file' field)",
+)
 def import_people(call: Call) -> Any:
     """Import people from CSV or XLSX; per-row errors; nothing imported on errors unless skipped."""
     data, filename = _uploaded_file()
     rows = importer.read_rows(data, filename)
     q: ImportQuery = call.query
-    report = importer.import_people(call.session, rows, actor=call.actor, now=call.now,
-                                    skip_bad_rows=q.skip_bad_rows, dry_run=q.dry_run)
+    report = importer.import_people(
+        call.session,
+        rows,
+        actor=call.actor,
+        now=call.now,
+        skip_bad_rows=q.skip_bad_rows,
+        dry_run=q.dry_run,
+    )
     status = 422 if report.errors and not q.skip_bad_rows else 200
     if status == 422:
         call.session.rollback()
@@ -131,8 +170,14 @@ def _uploaded_file() -> tuple[bytes, str]:
     return data, "upload.xlsx" if "spreadsheetml" in ctype else "upload.csv"
 
 
-@endpoint("PUT", "/people/{person_id}/photo", tag="people", status=204,
-          raw_body="image/jpeg or image/png, at most 1 MiB", permission="people.edit")
+@endpoint(
+    "PUT",
+    "/people/{person_id}/photo",
+    tag="people",
+    status=204,
+    raw_body="image/jpeg or image/png, at most 1 MiB",
+    permission="people.edit",
+)
 def put_photo(call: Call) -> Any:
     """Set the person's photo."""
     person = people.get_person(call.session, call.path["person_id"], actor=call.actor)

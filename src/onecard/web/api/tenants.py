@@ -104,12 +104,19 @@ def create_tenant(call: Call) -> Any:
     if not call.actor.is_platform_admin:
         raise PermissionDenied("only platform administrators create tenants")
     body: TenantIn = call.body
-    tenant = tenants.create_tenant(call.session, body.slug, body.name, actor=call.actor,
-                                   now=call.now)
+    tenant = tenants.create_tenant(
+        call.session, body.slug, body.name, actor=call.actor, now=call.now
+    )
     with tenant_scope(tenant.id):
-        authz.create_operator(call.session, body.admin_username, body.admin_password,
-                              actor=call.actor, now=call.now, policy=state().policy,
-                              roles=["tenant_admin"])
+        authz.create_operator(
+            call.session,
+            body.admin_username,
+            body.admin_password,
+            actor=call.actor,
+            now=call.now,
+            policy=state().policy,
+            roles=["tenant_admin"],
+        )
     return dump(TenantOut, tenant)
 
 
@@ -124,8 +131,12 @@ def list_sites(call: Call) -> Any:
 def create_site(call: Call) -> Any:
     """Add a site."""
     b: SiteIn = call.body
-    return dump(SiteOut, tenants.create_site(call.session, b.code, b.name, b.timezone,
-                                             actor=call.actor, now=call.now))
+    return dump(
+        SiteOut,
+        tenants.create_site(
+            call.session, b.code, b.name, b.timezone, actor=call.actor, now=call.now
+        ),
+    )
 
 
 @endpoint("GET", "/org-units", tag="tenants", response=OrgUnitOut, list_response=True)
@@ -139,9 +150,18 @@ def list_org_units(call: Call) -> Any:
 def create_org_unit(call: Call) -> Any:
     """Add an org unit."""
     b: OrgUnitIn = call.body
-    return dump(OrgUnitOut, tenants.create_org_unit(call.session, b.code, b.name, actor=call.actor,
-                                                    now=call.now, parent_id=b.parent_id,
-                                                    site_id=b.site_id))
+    return dump(
+        OrgUnitOut,
+        tenants.create_org_unit(
+            call.session,
+            b.code,
+            b.name,
+            actor=call.actor,
+            now=call.now,
+            parent_id=b.parent_id,
+            site_id=b.site_id,
+        ),
+    )
 
 
 def _tenant(call: Call) -> Tenant:
@@ -166,8 +186,9 @@ def patch_settings(call: Call) -> Any:
         bad = [k for k in changes.get(key) or [] if k not in known]
         if bad:
             raise ValidationFailed(f"unknown menu item {bad[0]}", field=key)
-    tenant = tenants.update_tenant_settings(call.session, _tenant(call), changes, actor=call.actor,
-                                            now=call.now)
+    tenant = tenants.update_tenant_settings(
+        call.session, _tenant(call), changes, actor=call.actor, now=call.now
+    )
     return {**tenants.DEFAULT_SETTINGS, **tenant.settings}
 
 
@@ -175,9 +196,12 @@ def patch_settings(call: Call) -> Any:
 def list_modules(call: Call) -> Any:
     """Installed modules and whether each is on for this tenant."""
     enabled = tenants.enabled_module_keys(call.session)
-    return {"items": [{"key": m.key, "name": m.name, "version": m.version,
-                       "enabled": m.key in enabled}
-                      for m in state().registry.modules.values()]}
+    return {
+        "items": [
+            {"key": m.key, "name": m.name, "version": m.version, "enabled": m.key in enabled}
+            for m in state().registry.modules.values()
+        ]
+    }
 
 
 @endpoint("PUT", "/modules/{module_key}", tag="tenants", body=ModuleSwitchIn)
@@ -202,8 +226,14 @@ def menu(call: Call) -> Any:
     """The console menu for this operator: core and enabled modules, in the tenant's order."""
     tenant = _tenant(call)
     items = state().registry.menu(
-        tenant.id, tenants.enabled_module_keys(call.session), call.actor.permissions,
+        tenant.id,
+        tenants.enabled_module_keys(call.session),
+        call.actor.permissions,
         order=tenants.tenant_setting(tenant, "menu_order"),
-        hidden=tenants.tenant_setting(tenant, "menu_hidden"))
-    return {"items": [{"key": i.key, "label": i.label, "endpoint": i.endpoint, "icon": i.icon}
-                      for i in items]}
+        hidden=tenants.tenant_setting(tenant, "menu_hidden"),
+    )
+    return {
+        "items": [
+            {"key": i.key, "label": i.label, "endpoint": i.endpoint, "icon": i.icon} for i in items
+        ]
+    }
