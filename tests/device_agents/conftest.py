@@ -107,7 +107,9 @@ class DevHsm:
     def verify_load_mac1_and_make_mac2(self, request: LoadRequest) -> LoadAuthorisation:
         algorithm = Algorithm.from_alg_id(request.alg_id)
         card = request.card
-        factors = [card.issuer_factor, card.card_factor] if card.issuer_factor else [card.card_factor]
+        factors = (
+            [card.issuer_factor, card.card_factor] if card.issuer_factor else [card.card_factor]
+        )
         dlk = alg.diversify_path(algorithm, masters(algorithm)["DLK"], factors)
         sk = alg.load_session_key(algorithm, dlk, request.rnd, request.counter)
         mac1_data = macdata.load_mac1_data(request.balance, request.amount, request.terminal)
@@ -176,9 +178,8 @@ def pcscd() -> Iterator[None]:
         pytest.fail("pcscd / vsmartcard-vpcd not installed: run scripts/install-pcsc.sh .venv")
     proc = None
     if not PCSCD_SOCKET.exists():
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            ["pcscd", "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+        argv = ["pcscd", "--foreground"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # noqa: S603
     _wait_for(lambda: PCSCD_SOCKET.exists() and _port_open(35963) and _port_open(35964), 10,
               "pcscd and the vpcd ports 35963/35964")  # fmt: skip
     yield
@@ -190,4 +191,3 @@ def pcscd() -> Iterator[None]:
 @pytest.fixture
 def tmp_image(tmp_path: Path) -> Path:
     return tmp_path / "card.json"
-

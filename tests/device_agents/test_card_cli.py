@@ -27,8 +27,9 @@ def test_card_emulate_refuses_keys_not_marked_development(kit, tmp_path):
 
 
 def test_card_emulate_serves_the_spec_card_on_stdin(kit, tmp_path):
-    args = ["card", "emulate", "--dev-keys", _key_file(tmp_path, kit), "--asn", kit.ASN.hex(),
-            "--issuer-factor", kit.ISSUER.hex(), "--balance", "10000", "--pin", "123456"]  # fmt: skip
+    keys = _key_file(tmp_path, kit)
+    args = ["card", "emulate", "--dev-keys", keys, "--asn", kit.ASN.hex(), "--issuer-factor",
+            kit.ISSUER.hex(), "--balance", "10000", "--pin", "123456"]  # fmt: skip
     apdus = "00A4040009A00000000386980701\n0020000003123456\n805C000204\n"
     result = CliRunner().invoke(cli, args, input=apdus)
     assert result.exit_code == 0, result.output

@@ -16,7 +16,10 @@ from onecard.keys.algorithms import Algorithm
 
 H = bytes.fromhex
 UID, APP = H("A1B2C3D4"), 0x0001
-CASES = [pytest.param(Algorithm.TDES, "3des", id="3des"), pytest.param(Algorithm.SM4, "sm4", id="sm4")]
+CASES = [
+    pytest.param(Algorithm.TDES, "3des", id="3des"),
+    pytest.param(Algorithm.SM4, "sm4", id="sm4"),
+]
 
 
 @pytest.mark.parametrize(("algorithm", "name"), CASES)
@@ -77,7 +80,8 @@ def test_key_a_reads_trailer_without_keys_and_cannot_rewrite_them(wallet):
     card, keys = wallet
     card.authenticate(7, "A", keys.key_a)
     trailer = card.read(7)
-    assert trailer[:6] == bytes(6) and trailer[10:] == bytes(6)
+    assert trailer[:6] == bytes(6)
+    assert trailer[10:] == bytes(6)
     with pytest.raises(M1Error):
         card.write(7, DEFAULT_KEY + trailer[6:10] + DEFAULT_KEY)
 

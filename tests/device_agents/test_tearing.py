@@ -42,11 +42,13 @@ def _flows(kit: SimpleNamespace) -> dict[str, Callable[..., Any]]:
         return bytes((0x01, 0x05, 0x00, 0x01, 0x02, 0x03, 0x04))
 
     return {
-        "load": lambda ch, psam, hsm: load(ch, hsm, amount=AMOUNT, terminal=kit.TERMINAL,
-                                           pin=kit.PIN),  # fmt: skip
+        "load": lambda ch, psam, hsm: load(
+            ch, hsm, amount=AMOUNT, terminal=kit.TERMINAL, pin=kit.PIN
+        ),
         "purchase": lambda ch, psam, hsm: purchase(ch, psam, amount=AMOUNT, now=NOW),
-        "capp": lambda ch, psam, hsm: purchase(ch, psam, amount=AMOUNT, now=NOW,
-                                               capp=CappUpdate(0x01, capp)),  # fmt: skip
+        "capp": lambda ch, psam, hsm: purchase(
+            ch, psam, amount=AMOUNT, now=NOW, capp=CappUpdate(0x01, capp)
+        ),
     }
 
 
@@ -103,7 +105,8 @@ def test_tac_of_a_debit_torn_after_commit_is_recovered_from_the_card_file(kit, t
     with pytest.raises(TornTransaction) as torn:
         purchase(InProcessChannel(card), psam, amount=AMOUNT, now=NOW)
     recovered = recover(InProcessChannel(CpuCard.open(path)), torn.value.pending, psam=psam)
-    assert recovered.committed and recovered.mac2_ok
+    assert recovered.committed
+    assert recovered.mac2_ok
     assert recovered.record.mac2_status == MAC2_RECOVERED
     assert recovered.record.tac == kit.dev_tac(recovered.record)
 

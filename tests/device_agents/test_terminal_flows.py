@@ -41,10 +41,15 @@ def test_load_then_purchase_then_capp_purchase_move_exactly_the_amounts(
     bought = purchase(channel, psam, amount=100, now=NOW)
     trip = purchase(channel, psam, amount=200, now=NOW, capp=CappUpdate(0x01, _trip))
 
-    assert (loaded.balance_after, bought.balance_after, trip.balance_after) == (11_000, 10_900, 10_700)
+    assert (loaded.balance_after, bought.balance_after, trip.balance_after) == (
+        11_000,
+        10_900,
+        10_700,
+    )
     assert card.image.purse.balance == 10_700
     assert hsm.account == 1_000_000 - 1_000
-    assert bought.mac2_ok and trip.mac2_ok
+    assert bought.mac2_ok
+    assert trip.mac2_ok
     for result in (loaded, bought, trip):
         assert result.record.tac == kit.dev_tac(result.record)
     assert card.image.capp[0x1A][0x01][3] == 1
@@ -57,8 +62,10 @@ def test_clearing_record_of_the_spec_purchase_has_the_spec_fields(kit, hsm):
     fields = kit.VECTORS["3des"]["purchase"]["clearing_record_fields"]
     assert record.tac.hex().upper() == fields["tac"]
     assert (record.counter, record.serial, record.balance_before) == (0x12, 0x103, 11_000)
-    assert record.issuer_factor == kit.ISSUER and record.asn == bytes(2) + kit.ASN
-    assert record.mac2_status == MAC2_VERIFIED and record.scheme == 0x01
+    assert record.issuer_factor == kit.ISSUER
+    assert record.asn == bytes(2) + kit.ASN
+    assert record.mac2_status == MAC2_VERIFIED
+    assert record.scheme == 0x01
 
 
 def test_clearing_record_round_trips_through_its_80_byte_form(kit, hsm):
@@ -105,4 +112,5 @@ def test_load_from_a_card_with_foreign_keys_is_refused_by_the_host(kit, hsm):
     card._image = replace(card.image, keys=foreign.image.keys)
     with pytest.raises(ValueError, match="MAC1"):
         load(InProcessChannel(card), hsm, amount=100, terminal=kit.TERMINAL, pin=kit.PIN)
-    assert card.image.purse.balance == 10_000 and hsm.account == 1_000_000
+    assert card.image.purse.balance == 10_000
+    assert hsm.account == 1_000_000

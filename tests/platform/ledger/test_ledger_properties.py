@@ -89,7 +89,7 @@ class CardCentre:
         except DuplicateRequest:
             raise  # every key here is new: a duplicate would be a bug
         except (InsufficientFunds, Conflict):
-            self.session.commit()
+            self.session.rollback()
             return
         self.session.commit()
         if entry is not None:

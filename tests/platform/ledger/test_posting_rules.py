@@ -183,15 +183,16 @@ def test_refused_refund_leaves_cached_balances_equal_to_the_journal(
 
 
 @pytest.mark.xfail(strict=True, reason=BUG_REFUSED_POSTING)
-def test_refund_retried_after_a_refusal_moves_money(
+def test_refund_retried_with_its_key_after_a_refusal_moves_money(
     session, funded, balance, system_actor, now
 ):
     with pytest.raises(InsufficientFunds):
         ops.refund(session, funded.owner_id, 1500, actor=system_actor, now=now,
                    idempotency_key="refund-2")
     session.commit()
+    ops.top_up(session, funded.owner_id, 500, channel="cash", actor=system_actor, now=now)
 
-    ops.refund(session, funded.owner_id, 1000, actor=system_actor, now=now,
+    ops.refund(session, funded.owner_id, 1500, actor=system_actor, now=now,
                idempotency_key="refund-2")
 
     assert balance(funded) == 0

@@ -26,7 +26,7 @@ ATR = bytes.fromhex("3B951381018073FF01000B")
 Handler = Callable[["CpuCard", Command], bytes]
 
 
-class CardTorn(Exception):  # noqa: N818 - an event, not an error of the caller
+class CardTorn(Exception):
     """Simulated power loss: the card committed or not (per the tear point) and said nothing."""
 
 

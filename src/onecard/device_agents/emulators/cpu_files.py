@@ -76,7 +76,9 @@ def _enter_df(card: CpuCard, *, adf: bool) -> None:
 def _fci_answer(card: CpuCard, cmd: Command, *, pse: bool = False) -> bytes:
     if cmd.p2 & 0x0C == 0x0C:  # "no response data requested"
         return ok()
-    return ok(fci(card.profile.aid, card.image.ef15) if not pse else _tlv(0x6F, _tlv(0x84, PSE_NAME)))
+    return ok(
+        fci(card.profile.aid, card.image.ef15) if not pse else _tlv(0x6F, _tlv(0x84, PSE_NAME))
+    )
 
 
 def fci(aid: bytes, ef15: bytes) -> bytes:

@@ -102,7 +102,9 @@ def image_to_json(image: CardImage) -> dict[str, Any]:
         "pin_tries_left": image.pin_tries_left,
         "pin_max_tries": image.pin_max_tries,
         "records": [r.hex() for r in image.records],
-        "capp": {str(s): {str(i): r.hex() for i, r in recs.items()} for s, recs in image.capp.items()},
+        "capp": {
+            str(s): {str(i): r.hex() for i, r in recs.items()} for s, recs in image.capp.items()
+        },
         "proof": _proof_json(image.proof),
         "mac_failures": dict(image.mac_failures),
         "max_balance": image.max_balance,

@@ -22,10 +22,9 @@ from onecard.device_agents.emulators.apdu import (
 )
 from onecard.device_agents.emulators.cpu_files import check_capp_record
 from onecard.device_agents.emulators.cpu_image import CAPP_SFIS, CardImage, Proof, Purse
+from onecard.device_agents.emulators.cpu_session import Pending
 from onecard.keys import algorithms as alg
 from onecard.keys import macdata
-
-from onecard.device_agents.emulators.cpu_session import Pending
 
 if TYPE_CHECKING:
     from onecard.device_agents.emulators.cpu_card import CpuCard
@@ -93,7 +92,13 @@ def _initialize_for_purchase(
 
 
 def _pending(
-    card: CpuCard, ttype: int, key_index: int, version: int, amount: int, terminal: bytes, rnd: bytes
+    card: CpuCard,
+    ttype: int,
+    key_index: int,
+    version: int,
+    amount: int,
+    terminal: bytes,
+    rnd: bytes,
 ) -> Pending:
     purse = card.image.purse
     counter = purse.online_counter if ttype == TYPE_LOAD else purse.offline_counter

@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from onecard.device_agents.emulators.apdu import SW, ApduError, ok
+from onecard.device_agents.emulators.apdu import SW, ApduError
 from onecard.device_agents.emulators.m1_access import (
     TRANSPORT_ACCESS,
     KeyType,

@@ -251,8 +251,10 @@ def psam_to_json(image: PsamImage) -> dict[str, Any]:
         "tts": image.tts,
         "issuer_id": image.issuer_id.hex(),
         "version": image.version,
-        "keys": [{"alg": a.value, "name": n, "version": v, "key": k.hex()}
-                 for (a, n, v), k in image.keys.items()],  # fmt: skip
+        "keys": [
+            {"alg": a.value, "name": n, "version": v, "key": k.hex()}
+            for (a, n, v), k in image.keys.items()
+        ],
     }
 
 

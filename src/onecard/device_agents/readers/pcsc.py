@@ -7,6 +7,7 @@ lazily so the rest of the package works without libpcsclite.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -44,10 +45,9 @@ class PcscChannel:
         self._conn = _connect_with_retry(self.reader, timeout)
 
     def close(self) -> None:
-        try:
+        # A card that already left cannot be disconnected; releasing is still required.
+        with contextlib.suppress(Exception):
             self._conn.disconnect()
-        except Exception:  # noqa: S110 - a card already gone cannot be disconnected twice
-            pass
         self._conn.release()
 
     def __enter__(self) -> PcscChannel:

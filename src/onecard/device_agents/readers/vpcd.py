@@ -10,6 +10,7 @@ tear (CardTorn) removes the card without answering.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
@@ -74,10 +75,8 @@ class VpcdTransport:
         sock, self._sock = self._sock, None
         if sock is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         sock.close()
 
     def _serve(self) -> None:

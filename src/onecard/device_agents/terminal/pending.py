@@ -47,7 +47,7 @@ class PendingTransaction:
         return replace(self, date=date, time=time, serial=serial)
 
 
-class TornTransaction(Exception):  # noqa: N818 - an outcome the caller must handle, not a bug
+class TornTransaction(Exception):
     """The card stopped answering after INITIALIZE; run `recovery.recover` with ``pending``."""
 
     def __init__(self, pending: PendingTransaction) -> None:

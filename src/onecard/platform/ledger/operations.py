@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.errors import DuplicateRequest, InsufficientFunds, ValidationFailed
-from onecard.platform.ledger.accounts import balance_of, holder_account, tenant_account
-from onecard.platform.ledger.models import Account, Entry
+from onecard.platform.ledger.accounts import holder_account, tenant_account
+from onecard.platform.ledger.models import Account, Balance, Entry
 from onecard.platform.ledger.posting import (
     LineSpec,
     PostingRequest,
@@ -351,25 +352,19 @@ def charge(
 ) -> Entry:
     """Spend from a holder's purses to a merchant, drawing the subsidy purse first.
 
-    Raises :class:`InsufficientFunds` when subsidy plus purse do not cover ``amount_fen``.
+    Raises :class:`InsufficientFunds` when subsidy plus purse do not cover ``amount_fen``. The
+    split depends on balances at the first attempt, so a replay is matched by its intent
+    (person, merchant, amount), not by its lines.
     """
     require_positive_fen(amount_fen)
-    reference = {"person_id": person_id, "merchant_id": merchant.id, "amount_fen": amount_fen}
+    intent = {"person_id": person_id, "merchant_id": merchant.id, "amount_fen": amount_fen}
     existing = find_by_key(session, idempotency_key)
     if existing is not None:
-        # The subsidy/purse split depends on balances at the first attempt: compare the intent.
-        if existing.code != code or existing.reference != reference:
-            raise DuplicateRequest(
-                "idempotency key was already used for a different charge",
-                idempotency_key=idempotency_key,
-                entry_id=existing.id,
-            )
-        return existing
-    subsidy = holder_account(session, person_id, SUBSIDY, now=now)
-    purse = holder_account(session, person_id, PURSE, now=now)
-    from_subsidy = min(max(balance_of(session, subsidy), 0), amount_fen)
+        return _replay_charge(existing, code, intent, idempotency_key)
+    (subsidy, subsidy_fen), (purse, purse_fen) = _spendable(session, person_id, now)
+    from_subsidy = min(max(subsidy_fen, 0), amount_fen)
     from_purse = amount_fen - from_subsidy
-    if from_purse > max(balance_of(session, purse), 0):
+    if from_purse > max(purse_fen, 0):
         raise InsufficientFunds(
             "purse and subsidy do not cover the amount", person_id=person_id, amount_fen=amount_fen
         )
@@ -383,6 +378,42 @@ def charge(
         lines=tuple(lines),
         idempotency_key=idempotency_key,
         occurred_at=occurred_at,
-        reference=reference,
+        reference=intent,
+        intent=intent,
     )
     return post(session, request, actor=actor, now=now)
+
+
+def _replay_charge(existing: Entry, code: str, intent: dict[str, int], key: str) -> Entry:
+    if existing.code != code or existing.reference != intent:
+        raise DuplicateRequest(
+            "idempotency key was already used for a different charge",
+            idempotency_key=key,
+            entry_id=existing.id,
+        )
+    existing._onecard_replayed = True  # type: ignore[attr-defined]
+    return existing
+
+
+def _spendable(
+    session: Session, person_id: int, now: datetime
+) -> tuple[tuple[Account, int], tuple[Account, int]]:
+    """The holder's subsidy and cash purses with their (unlocked) normal balances.
+
+    One query in the common case; the minimum check under lock in :func:`post` is what makes
+    spending safe, this only decides the split.
+    """
+    rows = session.execute(
+        select(Account, Balance.raw_fen)
+        .join(Balance, Balance.account_id == Account.id)
+        .where(
+            Account.owner_type == "person",
+            Account.owner_id == person_id,
+            Account.kind.in_((SUBSIDY, PURSE)),
+        )
+    ).all()
+    found = {acc.kind: (acc, raw * acc.sign) for acc, raw in rows}
+    for kind in (SUBSIDY, PURSE):
+        if kind not in found:
+            found[kind] = (holder_account(session, person_id, kind, now=now), 0)
+    return found[SUBSIDY], found[PURSE]

@@ -2,9 +2,14 @@
 
 :func:`post` appends one balanced entry in the caller's transaction and never commits. It is
 idempotent by ``(tenant, idempotency_key)``: a replay with the same content returns the first
-entry, a replay with other content raises :class:`DuplicateRequest`. Balance rows are locked in
-ascending account id (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite holds its database write
-lock from ``BEGIN IMMEDIATE``), so concurrent postings neither deadlock nor lose updates.
+entry, a replay with other content raises :class:`DuplicateRequest`.
+
+Locking, in two phases that cannot deadlock: first the balance rows of accounts with a minimum
+(holder purses) are locked in ascending account id (``SELECT ... FOR UPDATE`` on PostgreSQL;
+SQLite holds its database write lock from ``BEGIN IMMEDIATE``) and checked; then every balance
+is changed by one relative ``UPDATE`` in ascending account id, as the entry's last statement.
+Accounts without a minimum (merchants, cash desks, clearing) are hot rows shared by every sale:
+locking them only at that last statement keeps their lock held for little more than the commit.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from onecard.platform.actors import Actor
 from onecard.platform.db.engine import is_postgres
+from onecard.platform.db.tenancy import require_tenant_id
 from onecard.platform.errors import (
     Conflict,
     DuplicateRequest,
@@ -55,15 +63,18 @@ class PostingRequest:
     source: str = "platform"
     reverses_id: int | None = None
     reference: Mapping[str, Any] = field(default_factory=dict)
+    # When set, a replay is compared by this intent instead of the lines (used where the lines
+    # depend on balances at the first attempt, e.g. subsidy-first spending).
+    intent: Mapping[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """SHA-256 of the content that must match on a replay (not times or actor)."""
-        body = {
-            "code": self.code,
-            "lines": sorted((ln.account_id, ln.amount_fen) for ln in self.lines),
-            "reverses_id": self.reverses_id,
-            "reference": dict(self.reference),
-        }
+        body: dict[str, Any] = {"code": self.code, "reverses_id": self.reverses_id}
+        if self.intent is not None:
+            body["intent"] = dict(self.intent)
+        else:
+            body["lines"] = sorted((ln.account_id, ln.amount_fen) for ln in self.lines)
+            body["reference"] = dict(self.reference)
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -78,12 +89,21 @@ def post(session: Session, request: PostingRequest, *, actor: Actor, now: dateti
     entry, created = _insert_entry(session, request, actor=actor, now=now)
     if not created:
         return _replay(entry, request)
-    _apply_balances(session, request.lines, accounts, now)
-    session.add_all(
-        Line(entry_id=entry.id, account_id=ln.account_id, amount_fen=ln.amount_fen)
-        for ln in request.lines
+    deltas, counts = _net(request.lines)
+    _check_minimums(session, deltas, accounts)
+    session.execute(
+        insert(Line),
+        [
+            {
+                "tenant_id": entry.tenant_id,
+                "entry_id": entry.id,
+                "account_id": ln.account_id,
+                "amount_fen": ln.amount_fen,
+            }
+            for ln in request.lines
+        ],
     )
-    session.flush()
+    _update_balances(session, deltas, counts, now)
     return entry
 
 
@@ -138,62 +158,93 @@ def _validate(request: PostingRequest, accounts: Mapping[int, Account]) -> None:
 def _insert_entry(
     session: Session, request: PostingRequest, *, actor: Actor, now: datetime
 ) -> tuple[Entry, bool]:
-    """Insert the entry row; ``(existing, False)`` when a concurrent request won the key."""
-    entry = Entry(
-        idempotency_key=request.idempotency_key,
-        request_hash=request.fingerprint(),
-        code=request.code,
-        memo=request.memo,
-        occurred_at=request.occurred_at or now,
-        recorded_at=now,
-        source=request.source,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        reverses_id=request.reverses_id,
-        reference=dict(request.reference),
+    """Insert the entry row; ``(existing, False)`` when a concurrent request won the key.
+
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a concurrent insert of the same key waits
+    for the first transaction and then inserts nothing, in one round trip and no savepoint.
+    """
+    values = {
+        "tenant_id": require_tenant_id(),
+        "idempotency_key": request.idempotency_key,
+        "request_hash": request.fingerprint(),
+        "code": request.code,
+        "memo": request.memo,
+        "occurred_at": request.occurred_at or now,
+        "recorded_at": now,
+        "source": request.source,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "reverses_id": request.reverses_id,
+        "reference": dict(request.reference),
+    }
+    dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
+    stmt = (
+        dialect_insert(Entry)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+        .returning(Entry)
     )
     try:
-        # A concurrent request with the same key blocks here until the first one commits.
-        with session.begin_nested():
-            session.add(entry)
-            session.flush()
+        entry = session.scalars(stmt).one_or_none()
     except IntegrityError:
-        return _after_conflict(session, request), False
-    return entry, True
-
-
-def _after_conflict(session: Session, request: PostingRequest) -> Entry:
+        raise Conflict("entry already reversed", reverses_id=request.reverses_id) from None
+    if entry is not None:
+        return entry, True
     existing = find_by_key(session, request.idempotency_key)
-    if existing is not None:
-        return existing
-    raise Conflict("entry already reversed", reverses_id=request.reverses_id)
+    assert existing is not None
+    return existing, False
 
 
-def _apply_balances(
-    session: Session, lines: Sequence[LineSpec], accounts: Mapping[int, Account], now: datetime
-) -> None:
+def _net(lines: Sequence[LineSpec]) -> tuple[dict[int, int], dict[int, int]]:
     deltas: dict[int, int] = defaultdict(int)
     counts: dict[int, int] = defaultdict(int)
     for ln in lines:
         deltas[ln.account_id] += ln.amount_fen
         counts[ln.account_id] += 1
-    for balance in _lock_balances(session, sorted(deltas)):
-        account = accounts[balance.account_id]
-        _check_minimum(account, balance.raw_fen, deltas[account.id])
-        balance.raw_fen += deltas[account.id]
-        balance.line_count += counts[account.id]
-        balance.updated_at = now
+    return deltas, counts
 
 
-def _lock_balances(session: Session, account_ids: list[int]) -> list[Balance]:
-    stmt = select(Balance).where(Balance.account_id.in_(account_ids)).order_by(Balance.account_id)
+def _check_minimums(
+    session: Session, deltas: Mapping[int, int], accounts: Mapping[int, Account]
+) -> None:
+    """Phase one: lock and check the accounts that have a minimum, in ascending id."""
+    bounded = sorted(aid for aid in deltas if accounts[aid].min_balance_fen is not None)
+    if not bounded:
+        return
+    stmt = (
+        select(Balance.account_id, Balance.raw_fen)
+        .where(Balance.account_id.in_(bounded))
+        .order_by(Balance.account_id)
+    )
     if is_postgres(session):
         stmt = stmt.with_for_update()
-    # populate_existing: a row cached in this session must not hide a concurrent commit.
-    rows = list(session.scalars(stmt.execution_options(populate_existing=True)))
-    if len(rows) != len(account_ids):
-        raise NotFound("balance row missing for an account", account_ids=account_ids)
-    return rows
+    raw = dict(session.execute(stmt).tuples().all())
+    if len(raw) != len(bounded):
+        raise NotFound("balance row missing for an account", account_ids=bounded)
+    for aid in bounded:
+        _check_minimum(accounts[aid], raw[aid], deltas[aid])
+
+
+_BALANCE_UPDATE = (
+    update(Balance.__table__)  # type: ignore[arg-type]
+    .where(Balance.__table__.c.account_id == bindparam("aid"))
+    .values(
+        raw_fen=Balance.__table__.c.raw_fen + bindparam("delta"),
+        line_count=Balance.__table__.c.line_count + bindparam("n"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+def _update_balances(
+    session: Session, deltas: Mapping[int, int], counts: Mapping[int, int], now: datetime
+) -> None:
+    """Phase two: one relative UPDATE per account, in ascending id (see module docstring)."""
+    params = [
+        {"aid": aid, "delta": deltas[aid], "n": counts[aid], "now": now} for aid in sorted(deltas)
+    ]
+    # Core on the session's connection: account ids were resolved within the tenant above.
+    session.connection().execute(_BALANCE_UPDATE, params)
 
 
 def _check_minimum(account: Account, raw_before: int, delta: int) -> None:

@@ -67,7 +67,11 @@ def _balance_drift(session: Session) -> list[str]:
         )
     }
     problems = []
-    rows = session.execute(select(Balance, Account).join(Account, Account.id == Balance.account_id))
+    rows = session.execute(
+        select(Balance, Account)
+        .join(Account, Account.id == Balance.account_id)
+        .execution_options(populate_existing=True)
+    )
     for balance, account in rows:
         total, count = journal.get(account.id, (0, 0))
         if (balance.raw_fen, balance.line_count) != (total, count):

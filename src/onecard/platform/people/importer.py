@@ -142,7 +142,7 @@ def import_people(
     """Validate ``rows`` and insert the people (see module docstring); never commits."""
     actor.ensure("people.import")
     report = ImportReport()
-    units = dict(session.execute(select(OrgUnit.code, OrgUnit.id)).tuples())
+    units = {code: uid for code, uid in session.execute(select(OrgUnit.code, OrgUnit.id))}
     good = _validate_rows(session, rows, units, actor, report)
     if report.errors and not skip_bad_rows:
         return report
