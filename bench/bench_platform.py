@@ -38,7 +38,11 @@ from onecard.platform.tenants.services import create_tenant
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 ACTOR = Actor.system("bench")
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡"
+    "余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯"
+    "龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
 GIVEN = "伟芳娜敏静丽强磊洋艳勇军杰娟涛明超秀霞平刚桂英华玉兰萍红鹏飞建国志宏文斌辉"
 
 
@@ -58,15 +62,17 @@ def machine() -> str:
 
 def fresh_database() -> str:
     """A new PostgreSQL database URL (scripts/pg-test-db.sh)."""
-    out = subprocess.run(["bash", str(ROOT / "scripts/pg-test-db.sh")], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts/pg-test-db.sh")], check=True, capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 
 def drop_database(url: str) -> None:
     """Drop a database made by :func:`fresh_database`."""
-    subprocess.run(["bash", str(ROOT / "scripts/pg-test-db.sh"), "drop", url], check=False,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(ROOT / "scripts/pg-test-db.sh"), "drop", url], check=False, capture_output=True
+    )
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -77,6 +83,7 @@ def percentile(values: list[float], p: float) -> float:
 
 # ---- postings -----------------------------------------------------------------------------------
 
+
 def setup_purses(url: str, holders: int) -> tuple[int, list[int]]:
     """A tenant with ``holders`` people, each topped up generously; returns ids."""
     sessions = make_session_factory(make_engine(url))
@@ -84,12 +91,19 @@ def setup_purses(url: str, holders: int) -> tuple[int, list[int]]:
         tenant = create_tenant(s, f"bench{os.getpid()}", "Bench", actor=ACTOR, now=NOW)
         s.commit()
         with tenant_scope(tenant.id):
-            s.execute(text(
-                "INSERT INTO people (tenant_id, person_no, name, identity_class, created_at,"
-                " updated_at) SELECT :t, 'B' || g, 'Bench ' || g, 'staff', now(), now()"
-                " FROM generate_series(1, :n) g"), {"t": tenant.id, "n": holders})
-            ids = list(s.scalars(text("SELECT id FROM people WHERE tenant_id = :t ORDER BY id"),
-                                 {"t": tenant.id}))
+            s.execute(
+                text(
+                    "INSERT INTO people (tenant_id, person_no, name, identity_class, created_at,"
+                    " updated_at) SELECT :t, 'B' || g, 'Bench ' || g, 'staff', now(), now()"
+                    " FROM generate_series(1, :n) g"
+                ),
+                {"t": tenant.id, "n": holders},
+            )
+            ids = list(
+                s.scalars(
+                    text("SELECT id FROM people WHERE tenant_id = :t ORDER BY id"), {"t": tenant.id}
+                )
+            )
             for pid in ids:
                 ops.top_up(s, pid, 10**9, channel="cash", actor=ACTOR, now=NOW)
             s.commit()
@@ -104,8 +118,16 @@ def post_charges(url: str, tenant_id: int, person_ids: list[int], count: int, ta
         done = 0
         for n in range(count):
             pid = person_ids[n % len(person_ids)]
-            ops.charge(s, pid, merchant, 100, actor=ACTOR, now=NOW, code="bench.meal",
-                       idempotency_key=f"{tag}:{n}")
+            ops.charge(
+                s,
+                pid,
+                merchant,
+                100,
+                actor=ACTOR,
+                now=NOW,
+                code="bench.meal",
+                idempotency_key=f"{tag}:{n}",
+            )
             s.commit()
             done += 1
     return done
@@ -122,7 +144,7 @@ def bench_postings(url: str, count: int) -> dict[str, float]:
     post_charges(url, tenant_id, ids, count, "single")
     single = count / (time.perf_counter() - started)
     per_client = count // 8
-    jobs = [(url, tenant_id, ids[c * 8:(c + 1) * 8], per_client, f"c{c}") for c in range(8)]
+    jobs = [(url, tenant_id, ids[c * 8 : (c + 1) * 8], per_client, f"c{c}") for c in range(8)]
     started = time.perf_counter()
     with mp.get_context("spawn").Pool(8) as pool:
         total = sum(pool.map(_worker, jobs))
@@ -137,6 +159,7 @@ def bench_postings(url: str, count: int) -> dict[str, float]:
 
 # ---- person search ------------------------------------------------------------------------------
 
+
 def load_people(url: str, count: int) -> tuple[int, list[str], list[str], list[str]]:
     """COPY ``count`` people and one card each into a new tenant; returns samples for queries."""
     engine = make_engine(url)
@@ -145,33 +168,45 @@ def load_people(url: str, count: int) -> tuple[int, list[str], list[str], list[s
         tenant = create_tenant(s, f"search{os.getpid()}", "Search", actor=ACTOR, now=NOW)
         s.commit()
     rng = random.Random(7)
-    names = [rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.randint(1, 2)))
-             for _ in range(count)]
+    names = [
+        rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.randint(1, 2)))
+        for _ in range(count)
+    ]
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
         started = time.perf_counter()
-        with cur.copy("COPY people (tenant_id, person_no, name, identity_class, created_at, "
-                      "updated_at) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY people (tenant_id, person_no, name, identity_class, created_at, "
+            "updated_at) FROM STDIN"
+        ) as copy:
             for n, name in enumerate(names):
                 copy.write_row((tenant.id, f"{10000000 + n}", name, "student", NOW, NOW))
         cur.execute("SELECT min(id) FROM people WHERE tenant_id = %s", (tenant.id,))
         first = cur.fetchone()[0]
-        with cur.copy("COPY cards (tenant_id, card_no, person_id, kind, status, deposit_fen, "
-                      "issued_at, status_changed_at) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY cards (tenant_id, card_no, person_id, kind, status, deposit_fen, "
+            "issued_at, status_changed_at) FROM STDIN"
+        ) as copy:
             for n in range(count):
-                copy.write_row((tenant.id, f"{70000000 + n}", first + n, "cpu", "active", 0,
-                                NOW, NOW))
+                copy.write_row(
+                    (tenant.id, f"{70000000 + n}", first + n, "cpu", "active", 0, NOW, NOW)
+                )
         raw.commit()
         cur.execute("ANALYZE people")
         cur.execute("ANALYZE cards")
         raw.commit()
-        print(f"  loaded {count:,} people and cards by COPY in {time.perf_counter() - started:.1f} s")
+        took = time.perf_counter() - started
+        print(f"  loaded {count:,} people and cards by COPY in {took:.1f} s")
     finally:
         raw.close()
     samples = rng.sample(range(count), 400)
-    return (tenant.id, [f"{10000000 + n}" for n in samples], [names[n] for n in samples],
-            [f"{70000000 + n}" for n in samples])
+    return (
+        tenant.id,
+        [f"{10000000 + n}" for n in samples],
+        [names[n] for n in samples],
+        [f"{70000000 + n}" for n in samples],
+    )
 
 
 def bench_search(url: str, count: int) -> dict[str, dict[str, float]]:
@@ -188,8 +223,9 @@ def bench_search(url: str, count: int) -> dict[str, dict[str, float]]:
     results = {}
     with sessions() as s, tenant_scope(tenant_id):
         for label, queries in kinds.items():
-            results[label] = _time_queries(lambda q, s=s: search_people(s, actor=ACTOR, q=q),
-                                           queries)
+            results[label] = _time_queries(
+                lambda q, s=s: search_people(s, actor=ACTOR, q=q), queries
+            )
     return results
 
 
@@ -205,6 +241,7 @@ def _time_queries(run: Callable[[str], object], queries: list[str]) -> dict[str,
 
 
 # ---- import -------------------------------------------------------------------------------------
+
 
 def bench_import(url: str, rows: int) -> float:
     """Seconds to import ``rows`` people from a CSV file (validation + insert + commit)."""
@@ -235,11 +272,11 @@ def main() -> None:
     parser.add_argument("--import-rows", type=int, default=100_000)
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    for name, run in (("postings", lambda u: _report_postings(bench_postings(u, args.postings))),
-                      ("import", lambda u: _report_import(bench_import(u, args.import_rows),
-                                                          args.import_rows)),
-                      ("search", lambda u: _report_search(bench_search(u, args.people),
-                                                          args.people))):
+    for name, run in (
+        ("postings", lambda u: _report_postings(bench_postings(u, args.postings))),
+        ("import", lambda u: _report_import(bench_import(u, args.import_rows), args.import_rows)),
+        ("search", lambda u: _report_search(bench_search(u, args.people), args.people)),
+    ):
         url = fresh_database()
         try:
             upgrade(make_engine(url))

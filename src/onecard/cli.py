@@ -355,17 +355,13 @@ def people_import(ctx: Context, file: Path, slug: str, skip_bad_rows: bool, dry_
     sys.exit(1 if report.errors and not skip_bad_rows else 0)
 
 
-def _mount_optional_groups() -> None:
-    """Attach the key-service and emulator command groups."""
+def _mount_groups() -> None:
+    """Attach the key-service (``onecard keys``) and emulator (``onecard card|psam``) groups."""
+    from onecard.device_agents.card_cli import card, psam
     from onecard.keys.cli import keys
 
-    main.add_command(keys)
-    try:
-        from onecard.device_agents.card_cli import card, psam
-    except ImportError:  # pragma: no cover - emulator CLI ships with device_agents
-        return
-    main.add_command(card)
-    main.add_command(psam)
+    for group in (keys, card, psam):
+        main.add_command(group)
 
 
-_mount_optional_groups()
+_mount_groups()

@@ -63,6 +63,22 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class KeysSettings:
+    """The key service: where the software HSM keeps its encrypted store, and its KEK.
+
+    The key-encryption key comes from a file (``kek_file``) or an environment variable
+    (``kek_env``), never from this file. ``development`` allows clear-text development key
+    files (emulators, demos); production deployments leave it off.
+    """
+
+    backend: str = "softhsm"
+    store: str = "var/keys.store"
+    kek_file: str = ""
+    kek_env: str = "ONECARD_KEK"
+    development: bool = False
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     """What ``onecard run`` seeds on a fresh database."""
 
@@ -89,6 +105,7 @@ class Settings:
     mqtt: MqttSettings = MqttSettings()
     web: WebSettings = WebSettings()
     security: SecuritySettings = SecuritySettings()
+    keys: KeysSettings = KeysSettings()
     demo: DemoSettings = DemoSettings()
     logging: LoggingSettings = LoggingSettings()
 
@@ -223,6 +240,10 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key}: {value} is not a TCP port (1-65535)")
     if settings.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"logging.level: {settings.logging.level!r} is not a log level")
+    if settings.keys.backend not in {"softhsm"}:
+        raise ConfigError(
+            f"keys.backend: {settings.keys.backend!r} is not a known backend (softhsm)"
+        )
     if settings.security.login_max_failures < 1:
         raise ConfigError("security.login_max_failures: must be at least 1")
     if settings.web.token_ttl_minutes < 1:

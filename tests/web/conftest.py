@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
+from onecard.platform.authz import services as authz
 from onecard.testing.fixtures import ApiUser, unique
 
 PROBLEM_TYPE = "application/problem+json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """Argon2 with the smallest cost: every API test logs in, and these tests are about the API.
+
+    Hashes record their own parameters, so verification stays correct; only speed changes.
+    """
+    cheap = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(authz, "_hasher", cheap)
+        mp.setattr(authz, "_DUMMY_HASH", cheap.hash("timing-equaliser-not-a-password"))
+        yield
 
 
 def _assert_problem(resp: Any, status: int) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""The "X" of 1+X: business modules, each a package found through ``onecard.modules`` entry points."""
+"""The "X" of 1+X: business modules, each found through an ``onecard.modules`` entry point."""

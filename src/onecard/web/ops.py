@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Blueprint, Flask, Response, g, request
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from onecard.web.state import state
 
 ops = Blueprint("ops", __name__)
+access = logging.getLogger("onecard.access")
 
 
 class Metrics:
@@ -37,6 +39,21 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5),
         )
+
+
+@ops.get("/")
+def index() -> dict[str, object]:
+    """Where things are (the console pages arrive with the console module)."""
+    from onecard import __version__
+
+    return {
+        "service": "OneCard (一卡通)",
+        "version": __version__,
+        "api": "/api/v1",
+        "openapi": "/api/v1/openapi.json",
+        "login": "POST /api/v1/auth/login",
+        "health": ["/healthz", "/readyz", "/metrics"],
+    }
 
 
 @ops.get("/healthz")
@@ -84,8 +101,19 @@ def install_metrics(app: Flask) -> None:
     def _finish(response: Response) -> Response:
         m = _metrics()
         endpoint = request.endpoint or "unknown"
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
         m.requests.labels(request.method, endpoint, str(response.status_code)).inc()
-        m.latency.labels(request.method, endpoint).observe(
-            time.perf_counter() - g.get("started", 0)
+        m.latency.labels(request.method, endpoint).observe(seconds)
+        access.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "ms": round(seconds * 1000, 2),
+                "request_id": g.get("request_id"),
+                "ip": request.remote_addr,
+                "operator": getattr(g.get("actor"), "id", None),
+            },
         )
         return response
