@@ -270,6 +270,12 @@ def main() -> None:
     parser.add_argument("--postings", type=int, default=4000)
     parser.add_argument("--people", type=int, default=1_000_000)
     parser.add_argument("--import-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--only",
+        choices=("postings", "import", "search"),
+        action="append",
+        help="run only these (repeatable); default: all",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     for name, run in (

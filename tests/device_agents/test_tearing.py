@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from onecard.device_agents.emulators.cpu_card import CpuCard, TearPoint
+from onecard.device_agents.protocol.clearing import MAC2_RECOVERED
 from onecard.device_agents.terminal.channel import CardGoneError, InProcessChannel
-from onecard.device_agents.terminal.clearing import MAC2_RECOVERED
 from onecard.device_agents.terminal.load import load
 from onecard.device_agents.terminal.pending import TornTransaction
 from onecard.device_agents.terminal.psam import PsamSession

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import pytest
 
+from onecard.device_agents.protocol.clearing import MAC2_VERIFIED, ClearingRecord
 from onecard.device_agents.terminal.channel import InProcessChannel, StatusError
-from onecard.device_agents.terminal.clearing import MAC2_VERIFIED, ClearingRecord
 from onecard.device_agents.terminal.load import load
 from onecard.device_agents.terminal.psam import PsamSession
 from onecard.device_agents.terminal.purchase import CappUpdate, purchase

@@ -103,12 +103,20 @@ def make_operator(
     """Factory: a real operator of the tenant in scope and the Actor their login would give."""
 
     def _make(
-        username: str, *, roles: tuple[str, ...] = ("tenant_admin",),
+        username: str,
+        *,
+        roles: tuple[str, ...] = ("tenant_admin",),
         scope: dict[str, list[int]] | None = None,
     ) -> tuple[Operator, Actor]:
         operator = authz.create_operator(
-            session, username, PASSWORD, actor=system_actor, now=now,
-            policy=authz.AuthPolicy(), roles=list(roles), scope=scope,
+            session,
+            username,
+            PASSWORD,
+            actor=system_actor,
+            now=now,
+            policy=authz.AuthPolicy(),
+            roles=list(roles),
+            scope=scope,
         )
         return operator, authz.actor_for(session, operator)
 

@@ -43,9 +43,17 @@ def submit(session, tenant, now):
     """Factory: file ``kind`` as ``actor`` (the console's submit button)."""
 
     def _submit(kind, payload, *, actor, amount_fen=None, key=None):
-        return approvals.submit(session, tenant, kind, payload, actor=actor, now=now,
-                                summary=f"{kind} test", amount_fen=amount_fen,
-                                idempotency_key=key)
+        return approvals.submit(
+            session,
+            tenant,
+            kind,
+            payload,
+            actor=actor,
+            now=now,
+            summary=f"{kind} test",
+            amount_fen=amount_fen,
+            idempotency_key=key,
+        )
 
     return _submit
 
@@ -101,11 +109,21 @@ def test_approved_refund_names_both_operators_in_the_audit_trail(
     outcome = refund_request(60000)
     decide(outcome, True, bob)
 
-    trail = [(e.type, e.actor_id) for e in session.scalars(
-        select(AuditEvent).where(AuditEvent.type.in_(
-            ["approval.requested", "approval.approved", "ledger.refund"])).order_by(AuditEvent.seq))]
-    assert trail == [("approval.requested", "alice"), ("ledger.refund", "bob"),
-                     ("approval.approved", "bob")]
+    trail = [
+        (e.type, e.actor_id)
+        for e in session.scalars(
+            select(AuditEvent)
+            .where(
+                AuditEvent.type.in_(["approval.requested", "approval.approved", "ledger.refund"])
+            )
+            .order_by(AuditEvent.seq)
+        )
+    ]
+    assert trail == [
+        ("approval.requested", "alice"),
+        ("ledger.refund", "bob"),
+        ("approval.approved", "bob"),
+    ]
 
 
 def test_requester_cannot_approve_their_own_request(refund_request, decide, alice, purse_balance):

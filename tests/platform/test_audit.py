@@ -10,7 +10,13 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from onecard.platform.audit.models import AuditEvent
-from onecard.platform.audit.record import GENESIS, RequestInfo, record, request_context, verify_chain
+from onecard.platform.audit.record import (
+    GENESIS,
+    RequestInfo,
+    record,
+    request_context,
+    verify_chain,
+)
 from onecard.platform.db.tenancy import unscoped
 from onecard.platform.errors import ImmutableRecordError
 
@@ -103,8 +109,10 @@ def test_audit_events_cannot_be_changed_through_the_orm(session, events):
 @pytest.mark.postgres_only
 def test_database_refuses_raw_changes_to_audit_events(session, events):
     with pytest.raises(DBAPIError, match="append-only"), unscoped(reason="test"):
-        session.execute(text("UPDATE audit_events SET actor_id = 'mallory' WHERE id = :id"),
-                        {"id": events[1].id})
+        session.execute(
+            text("UPDATE audit_events SET actor_id = 'mallory' WHERE id = :id"),
+            {"id": events[1].id},
+        )
     session.rollback()
 
 

@@ -43,11 +43,13 @@ def make_holding(session_factory, make_tenant, system_actor, now):
     def _make() -> Holding:
         tenant = make_tenant()
         with tenant_scope(tenant.id), session_factory() as s:
-            person = create_person(s, PersonCreate(person_no=unique("P"), name="Zhang San",
-                                                   identity_class="staff"),
-                                   actor=system_actor, now=now)
-            card = issue_card(s, person, NewCard(card_no=unique("C")), actor=system_actor,
-                              now=now)
+            person = create_person(
+                s,
+                PersonCreate(person_no=unique("P"), name="Zhang San", identity_class="staff"),
+                actor=system_actor,
+                now=now,
+            )
+            card = issue_card(s, person, NewCard(card_no=unique("C")), actor=system_actor, now=now)
             ops.top_up(s, person.id, 3000, channel="cash", actor=system_actor, now=now)
             purse = holder_account(s, person.id, ops.PURSE, now=now)
             s.commit()
@@ -73,8 +75,9 @@ def in_a(a, session_factory):
         yield s
 
 
-@pytest.mark.parametrize(("model", "field"), [(Person, "person_id"), (Card, "card_id"),
-                                              (Account, "purse_id")])
+@pytest.mark.parametrize(
+    ("model", "field"), [(Person, "person_id"), (Card, "card_id"), (Account, "purse_id")]
+)
 def test_session_get_of_another_tenants_id_finds_nothing(in_a, b, model, field):
     assert in_a.get(model, getattr(b, field)) is None
 
@@ -156,8 +159,16 @@ def test_unscoped_block_sees_every_tenant(a, b, session_factory):
 
 
 def test_writing_a_row_stamped_with_another_tenant_is_refused(in_a, b, now):
-    in_a.add(Person(tenant_id=b.tenant_id, person_no=unique("P"), name="Intruder",
-                    identity_class="staff", created_at=now, updated_at=now))
+    in_a.add(
+        Person(
+            tenant_id=b.tenant_id,
+            person_no=unique("P"),
+            name="Intruder",
+            identity_class="staff",
+            created_at=now,
+            updated_at=now,
+        )
+    )
 
     with pytest.raises(TenantScopeMissing):
         in_a.flush()
@@ -165,18 +176,15 @@ def test_writing_a_row_stamped_with_another_tenant_is_refused(in_a, b, now):
 
 
 def test_new_rows_are_stamped_with_the_tenant_in_scope(in_a, a, now):
-    person = Person(person_no=unique("P"), name="New", identity_class="staff", created_at=now,
-                    updated_at=now)
+    person = Person(
+        person_no=unique("P"), name="New", identity_class="staff", created_at=now, updated_at=now
+    )
     in_a.add(person)
     in_a.flush()
 
     assert person.tenant_id == a.tenant_id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: session.get answers from the identity map without a query, so the tenant criteria "
-    "never run; an object loaded under tenant B stays reachable by id after switching to A "
-    "(people.services.get_person, cards.lifecycle.get_card, approvals.get_approval rely on it)"))
 def test_object_remembered_from_another_tenant_is_not_found(
     session, make_tenant, make_person, system_actor
 ):

@@ -48,19 +48,15 @@ def unique(prefix: str) -> str:
     return f"{prefix}{os.getpid() % 10000}x{next(_serial)}"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_runtest_setup(item: pytest.Item) -> None:
     """Fail ``postgres_only`` tests loudly when the suite runs without PostgreSQL."""
-    url = os.environ.get("ONECARD_TEST_DATABASE_URL", "")
-    if url.startswith("postgresql"):
+    if item.get_closest_marker("postgres_only") is None:
         return
-    for item in items:
-        if item.get_closest_marker("postgres_only"):
-            item.add_marker(pytest.mark.usefixtures("_require_postgres"))
-
-
-@pytest.fixture
-def _require_postgres() -> None:
-    pytest.fail("this test needs PostgreSQL: set ONECARD_TEST_DATABASE_URL (make test does)")
+    if not os.environ.get("ONECARD_TEST_DATABASE_URL", "").startswith("postgresql"):
+        pytest.fail(
+            "this test needs PostgreSQL: set ONECARD_TEST_DATABASE_URL (make test does)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -66,13 +66,25 @@ def _secret_key(settings: Settings) -> str:
 
 
 def _register(app: Flask) -> None:
-    from onecard.web.api import accounts, audit, auth, cards, ledger, openapi, operators, people
+    from onecard.web.api import (
+        accounts,
+        audit,
+        auth,
+        cardkeys,
+        cards,
+        devices,
+        ledger,
+        openapi,
+        operators,
+        people,
+    )
     from onecard.web.api import tenants as tenants_api
     from onecard.web.api.base import api_v1
     from onecard.web.ops import install_metrics, ops
     from onecard.web.problems import register_error_handlers
 
-    del accounts, audit, auth, cards, ledger, openapi, operators, people, tenants_api  # routes
+    del accounts, audit, auth, cardkeys, cards, ledger, openapi, operators, people  # routes
+    del devices, tenants_api
     app.register_blueprint(api_v1)
     app.register_blueprint(ops)
     register_error_handlers(app)

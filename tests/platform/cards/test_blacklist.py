@@ -96,10 +96,12 @@ def three_changes(session, make_person, make_card, system_actor, now):
 
 @pytest.mark.parametrize(
     ("held", "add", "remove"),
-    [(0, ("B0000002",), ("A0000001",)),
-     (1, ("B0000002",), ("A0000001",)),
-     (2, (), ("A0000001",)),
-     (3, (), ())],
+    [
+        (0, ("B0000002",), ("A0000001",)),
+        (1, ("B0000002",), ("A0000001",)),
+        (2, (), ("A0000001",)),
+        (3, (), ()),
+    ],
 )
 def test_delta_gives_a_device_the_net_changes_after_its_version(
     session, three_changes, held, add, remove

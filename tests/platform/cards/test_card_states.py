@@ -1,8 +1,8 @@
 """The card state machine: which actions each state allows, and that each one is audited.
 
-    active ──freeze──> frozen ──unfreeze──> active
-       └─report_loss─> lost ──unfreeze──> active        (frozen ──report_loss──> lost)
-    active | lost | frozen ──replace | return | expire──> replaced | returned | expired
+active ──freeze──> frozen ──unfreeze──> active
+   └─report_loss─> lost ──unfreeze──> active        (frozen ──report_loss──> lost)
+active | lost | frozen ──replace | return | expire──> replaced | returned | expired
 """
 
 import itertools
@@ -60,8 +60,14 @@ def act(session, system_actor, now):
 @pytest.fixture
 def card_in(make_person, make_card, act):
     """Factory: a card brought into ``state`` by the actions a card centre would take."""
-    route = {"active": (), "lost": ("report_loss",), "frozen": ("freeze",),
-             "replaced": ("replace",), "returned": ("return",), "expired": ("expire",)}
+    route = {
+        "active": (),
+        "lost": ("report_loss",),
+        "frozen": ("freeze",),
+        "replaced": ("replace",),
+        "returned": ("return",),
+        "expired": ("expire",),
+    }
 
     def _card_in(state):
         card = make_card(make_person())

@@ -75,9 +75,6 @@ def test_replacing_a_lost_card_needs_no_new_blacklist_version(session, card, sys
     assert blacklist.snapshot(session) == (1, ["OLD00001"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: cards.lifecycle.replace moves the old card to 'replaced' (and blacklists and audits it) "
-    "before _validate_new_card checks the new card number"))
 def test_replacing_with_a_taken_card_number_changes_nothing(
     session, holder, card, make_card, system_actor, now
 ):
@@ -117,13 +114,14 @@ def test_returning_the_last_card_reclaims_the_subsidy_instead_of_paying_it(
     assert balance(expense) == 0  # granted 300, reclaimed 300
 
 
-def test_returning_the_last_card_posts_release_refund_and_reclaim(
-    session, card, system_actor, now
-):
+def test_returning_the_last_card_posts_release_refund_and_reclaim(session, card, system_actor, now):
     lifecycle.return_card(session, card, actor=system_actor, now=now)
 
-    codes = session.scalars(select(Entry.code).where(Entry.idempotency_key.like(
-        f"card:{card.id}:return:%")).order_by(Entry.id))
+    codes = session.scalars(
+        select(Entry.code)
+        .where(Entry.idempotency_key.like(f"card:{card.id}:return:%"))
+        .order_by(Entry.id)
+    )
     assert list(codes) == ["deposit.release", "refund.cash", "subsidy.reclaim"]
 
 

@@ -50,8 +50,16 @@ def test_concurrent_charges_never_overdraw_the_purse(
         with tenant_scope(tenant.id), session_factory() as s:
             for i in range(30):
                 try:
-                    ops.charge(s, funded_holder.id, merchant, 100, actor=system_actor, now=now,
-                               code="canteen.meal", idempotency_key=f"t{n}:{i}")
+                    ops.charge(
+                        s,
+                        funded_holder.id,
+                        merchant,
+                        100,
+                        actor=system_actor,
+                        now=now,
+                        code="canteen.meal",
+                        idempotency_key=f"t{n}:{i}",
+                    )
                     s.commit()
                     succeeded += 1
                 except InsufficientFunds:
@@ -73,8 +81,16 @@ def test_one_idempotency_key_posted_from_eight_threads_makes_one_entry(
 ):
     def charge_once(_n):
         with tenant_scope(tenant.id), session_factory() as s:
-            entry = ops.charge(s, funded_holder.id, merchant, 100, actor=system_actor, now=now,
-                               code="canteen.meal", idempotency_key="pos-9:1")
+            entry = ops.charge(
+                s,
+                funded_holder.id,
+                merchant,
+                100,
+                actor=system_actor,
+                now=now,
+                code="canteen.meal",
+                idempotency_key="pos-9:1",
+            )
             s.commit()
             return entry.id
 
@@ -83,6 +99,7 @@ def test_one_idempotency_key_posted_from_eight_threads_makes_one_entry(
     session.expire_all()
     assert len(entry_ids) == 1
     assert count_rows(Entry) == 2  # the top-up and the one meal
-    assert balance_of(session, holder_account(session, funded_holder.id, ops.PURSE,
-                                              now=now)) == 9900
+    assert (
+        balance_of(session, holder_account(session, funded_holder.id, ops.PURSE, now=now)) == 9900
+    )
     assert verify(session).ok

@@ -28,8 +28,9 @@ from onecard.platform.people.services import create_person
 from onecard.testing.fixtures import unique
 
 HOLDERS = 3
-CANTEEN = AccountTemplate("merchant", AccountType.LIABILITY, "Liabilities:Merchants:Canteen",
-                          "Canteen", None)
+CANTEEN = AccountTemplate(
+    "merchant", AccountType.LIABILITY, "Liabilities:Merchants:Canteen", "Canteen", None
+)
 
 holder = st.integers(0, HOLDERS - 1)
 fen = st.integers(1, 5000)
@@ -64,19 +65,34 @@ class CardCentre:
         s, actor, now = self.session, self.actor, self.now
         name, *args = op
         if name == "top_up":
-            return ops.top_up(s, self.people[args[0]], args[1], channel="cash", actor=actor,
-                              now=now)
+            return ops.top_up(
+                s, self.people[args[0]], args[1], channel="cash", actor=actor, now=now
+            )
         if name == "charge":
-            return ops.charge(s, self.people[args[0]], self.merchant, args[1], actor=actor,
-                              now=now, code="canteen.meal", idempotency_key=self.key())
+            return ops.charge(
+                s,
+                self.people[args[0]],
+                self.merchant,
+                args[1],
+                actor=actor,
+                now=now,
+                code="canteen.meal",
+                idempotency_key=self.key(),
+            )
         if name == "subsidy":
             return ops.grant_subsidy(s, self.people[args[0]], args[1], actor=actor, now=now)
         if name == "refund":
             return ops.refund(s, self.people[args[0]], args[1], actor=actor, now=now)
         if name == "transfer":
             source, target = args[0], (args[0] + args[1]) % HOLDERS
-            return ops.transfer(s, self.accounts[source][ops.PURSE],
-                                self.accounts[target][ops.PURSE], args[2], actor=actor, now=now)
+            return ops.transfer(
+                s,
+                self.accounts[source][ops.PURSE],
+                self.accounts[target][ops.PURSE],
+                args[2],
+                actor=actor,
+                now=now,
+            )
         if not self.posted:
             return None
         entry = self.posted[args[0] % len(self.posted)]
@@ -98,8 +114,12 @@ class CardCentre:
 
 def open_card_centre(session, actor, now) -> CardCentre:
     people = [
-        create_person(session, PersonCreate(person_no=unique("P"), name="Holder",
-                                            identity_class="staff"), actor=actor, now=now).id
+        create_person(
+            session,
+            PersonCreate(person_no=unique("P"), name="Holder", identity_class="staff"),
+            actor=actor,
+            now=now,
+        ).id
         for _ in range(HOLDERS)
     ]
     accounts = [holder_accounts(session, pid, now=now) for pid in people]
@@ -108,8 +128,12 @@ def open_card_centre(session, actor, now) -> CardCentre:
     return CardCentre(session, actor, now, people, accounts, merchant)
 
 
-@settings(max_examples=40, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(operations=st.lists(operation, max_size=25))
 def test_any_sequence_of_operations_keeps_the_books_balanced(
     operations, make_tenant, session_factory, system_actor, now
@@ -121,8 +145,11 @@ def test_any_sequence_of_operations_keeps_the_books_balanced(
             centre.apply(op)
 
         report = verify(session)
-        holder_balances = [balance_of(session, account)
-                           for accounts in centre.accounts for account in accounts.values()]
+        holder_balances = [
+            balance_of(session, account)
+            for accounts in centre.accounts
+            for account in accounts.values()
+        ]
 
     assert report.ok, report.problems
     assert report.trial_balance_fen == 0

@@ -18,9 +18,12 @@ from onecard.platform.ledger.posting import LineSpec, PostingRequest, post, was_
 from onecard.platform.ledger.reconcile import verify
 
 BUG_REFUSED_POSTING = (
-    "bug: posting.post inserts the entry and applies earlier balance deltas before the "
-    "minimum-balance check, so a caller that catches InsufficientFunds and commits keeps a "
-    "line-less entry and drifted cached balances"
+    "bug: posting.post inserts the entry row before _check_minimums raises InsufficientFunds, so "
+    "a caller that catches the refusal and commits keeps a line-less entry under the key"
+)
+BUG_VERIFY_BLIND = (
+    "bug: reconcile._unbalanced_entries groups ledger_lines by entry, so an entry with no lines "
+    "at all is never reported"
 )
 
 
@@ -42,8 +45,12 @@ def funded(session, purse, system_actor, now):
 
 
 def cash_top_up(cash_desk, purse, fen, key, **extra):
-    return PostingRequest(code="topup.cash", idempotency_key=key,
-                          lines=(LineSpec(cash_desk.id, fen), LineSpec(purse.id, -fen)), **extra)
+    return PostingRequest(
+        code="topup.cash",
+        idempotency_key=key,
+        lines=(LineSpec(cash_desk.id, fen), LineSpec(purse.id, -fen)),
+        **extra,
+    )
 
 
 # --- idempotency ---------------------------------------------------------------------------
@@ -52,11 +59,13 @@ def cash_top_up(cash_desk, purse, fen, key, **extra):
 def test_same_key_and_content_returns_the_first_entry(
     session, cash_desk, purse, balance, count_rows, system_actor, now
 ):
-    first = post(session, cash_top_up(cash_desk, purse, 700, "till-3:42"), actor=system_actor,
-                 now=now)
+    first = post(
+        session, cash_top_up(cash_desk, purse, 700, "till-3:42"), actor=system_actor, now=now
+    )
 
-    again = post(session, cash_top_up(cash_desk, purse, 700, "till-3:42"), actor=system_actor,
-                 now=now)
+    again = post(
+        session, cash_top_up(cash_desk, purse, 700, "till-3:42"), actor=system_actor, now=now
+    )
 
     assert again.id == first.id
     assert was_replayed(again)
@@ -70,19 +79,34 @@ def test_same_key_with_other_content_raises_duplicate_request(
     post(session, cash_top_up(cash_desk, purse, 700, "till-3:43"), actor=system_actor, now=now)
 
     with pytest.raises(DuplicateRequest):
-        post(session, cash_top_up(cash_desk, purse, 800, "till-3:43"), actor=system_actor,
-             now=now)
+        post(session, cash_top_up(cash_desk, purse, 800, "till-3:43"), actor=system_actor, now=now)
     assert balance(purse) == 700
 
 
 def test_charge_replayed_after_balances_changed_returns_the_first_entry(
     session, funded, merchant, balance, system_actor, now
 ):
-    first = ops.charge(session, funded.owner_id, merchant, 600, code="canteen.meal",
-                       idempotency_key="pos-1:9", actor=system_actor, now=now)
+    first = ops.charge(
+        session,
+        funded.owner_id,
+        merchant,
+        600,
+        code="canteen.meal",
+        idempotency_key="pos-1:9",
+        actor=system_actor,
+        now=now,
+    )
 
-    again = ops.charge(session, funded.owner_id, merchant, 600, code="canteen.meal",
-                       idempotency_key="pos-1:9", actor=system_actor, now=now)
+    again = ops.charge(
+        session,
+        funded.owner_id,
+        merchant,
+        600,
+        code="canteen.meal",
+        idempotency_key="pos-1:9",
+        actor=system_actor,
+        now=now,
+    )
 
     assert again.id == first.id
     assert balance(funded) == 400
@@ -91,12 +115,28 @@ def test_charge_replayed_after_balances_changed_returns_the_first_entry(
 def test_charge_replayed_with_another_amount_raises_duplicate_request(
     session, funded, merchant, system_actor, now
 ):
-    ops.charge(session, funded.owner_id, merchant, 600, code="canteen.meal",
-               idempotency_key="pos-1:10", actor=system_actor, now=now)
+    ops.charge(
+        session,
+        funded.owner_id,
+        merchant,
+        600,
+        code="canteen.meal",
+        idempotency_key="pos-1:10",
+        actor=system_actor,
+        now=now,
+    )
 
     with pytest.raises(DuplicateRequest):
-        ops.charge(session, funded.owner_id, merchant, 300, code="canteen.meal",
-                   idempotency_key="pos-1:10", actor=system_actor, now=now)
+        ops.charge(
+            session,
+            funded.owner_id,
+            merchant,
+            300,
+            code="canteen.meal",
+            idempotency_key="pos-1:10",
+            actor=system_actor,
+            now=now,
+        )
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -105,8 +145,11 @@ def test_charge_replayed_with_another_amount_raises_duplicate_request(
 def test_unbalanced_entry_is_refused_and_nothing_is_written(
     session, cash_desk, purse, count_rows, system_actor, now
 ):
-    request = PostingRequest(code="topup.cash", idempotency_key="bad-1",
-                             lines=(LineSpec(cash_desk.id, 1000), LineSpec(purse.id, -999)))
+    request = PostingRequest(
+        code="topup.cash",
+        idempotency_key="bad-1",
+        lines=(LineSpec(cash_desk.id, 1000), LineSpec(purse.id, -999)),
+    )
 
     with pytest.raises(Unbalanced):
         post(session, request, actor=system_actor, now=now)
@@ -114,16 +157,20 @@ def test_unbalanced_entry_is_refused_and_nothing_is_written(
 
 
 def test_entry_with_a_single_line_is_refused(session, cash_desk, system_actor, now):
-    request = PostingRequest(code="x.y", idempotency_key="bad-2",
-                             lines=(LineSpec(cash_desk.id, 1000),))
+    request = PostingRequest(
+        code="x.y", idempotency_key="bad-2", lines=(LineSpec(cash_desk.id, 1000),)
+    )
 
     with pytest.raises(ValidationFailed):
         post(session, request, actor=system_actor, now=now)
 
 
 def test_fractional_fen_are_refused(session, cash_desk, purse, system_actor, now):
-    request = PostingRequest(code="topup.cash", idempotency_key="bad-3",
-                             lines=(LineSpec(cash_desk.id, 10.5), LineSpec(purse.id, -10.5)))
+    request = PostingRequest(
+        code="topup.cash",
+        idempotency_key="bad-3",
+        lines=(LineSpec(cash_desk.id, 10.5), LineSpec(purse.id, -10.5)),
+    )
 
     with pytest.raises(ValidationFailed):
         post(session, request, actor=system_actor, now=now)
@@ -132,9 +179,7 @@ def test_fractional_fen_are_refused(session, cash_desk, purse, system_actor, now
 # --- minimum balances ----------------------------------------------------------------------
 
 
-def test_insufficient_funds_names_the_account_and_the_shortfall(
-    session, funded, system_actor, now
-):
+def test_insufficient_funds_names_the_account_and_the_shortfall(session, funded, system_actor, now):
     with pytest.raises(InsufficientFunds) as refused:
         ops.refund(session, funded.owner_id, 1500, actor=system_actor, now=now)
 
@@ -148,8 +193,16 @@ def test_refused_charge_writes_nothing(
     entries = count_rows(Entry)
 
     with pytest.raises(InsufficientFunds):
-        ops.charge(session, funded.owner_id, merchant, 1001, code="canteen.meal",
-                   idempotency_key="pos-2:1", actor=system_actor, now=now)
+        ops.charge(
+            session,
+            funded.owner_id,
+            merchant,
+            1001,
+            code="canteen.meal",
+            idempotency_key="pos-2:1",
+            actor=system_actor,
+            now=now,
+        )
     session.commit()
 
     assert count_rows(Entry) == entries
@@ -157,21 +210,18 @@ def test_refused_charge_writes_nothing(
     assert verify(session).ok
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_REFUSED_POSTING)
-def test_refused_refund_leaves_no_entry_behind(
-    session, funded, count_rows, system_actor, now
-):
+def test_refused_refund_leaves_no_entry_behind(session, funded, count_rows, system_actor, now):
     entries = count_rows(Entry)
 
     with pytest.raises(InsufficientFunds):
-        ops.refund(session, funded.owner_id, 1500, actor=system_actor, now=now,
-                   idempotency_key="refund-1")
+        ops.refund(
+            session, funded.owner_id, 1500, actor=system_actor, now=now, idempotency_key="refund-1"
+        )
     session.commit()
 
     assert count_rows(Entry) == entries
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_REFUSED_POSTING)
 def test_refused_refund_leaves_cached_balances_equal_to_the_journal(
     session, funded, system_actor, now
 ):
@@ -182,20 +232,41 @@ def test_refused_refund_leaves_cached_balances_equal_to_the_journal(
     assert verify(session).ok
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_REFUSED_POSTING)
 def test_refund_retried_with_its_key_after_a_refusal_moves_money(
     session, funded, balance, system_actor, now
 ):
     with pytest.raises(InsufficientFunds):
-        ops.refund(session, funded.owner_id, 1500, actor=system_actor, now=now,
-                   idempotency_key="refund-2")
+        ops.refund(
+            session, funded.owner_id, 1500, actor=system_actor, now=now, idempotency_key="refund-2"
+        )
     session.commit()
     ops.top_up(session, funded.owner_id, 500, channel="cash", actor=system_actor, now=now)
 
-    ops.refund(session, funded.owner_id, 1500, actor=system_actor, now=now,
-               idempotency_key="refund-2")
+    ops.refund(
+        session, funded.owner_id, 1500, actor=system_actor, now=now, idempotency_key="refund-2"
+    )
 
     assert balance(funded) == 0
+
+
+def test_verify_reports_an_entry_without_lines(session, session_factory, funded, now):
+    session.add(
+        Entry(
+            idempotency_key="orphan-1",
+            request_hash="0" * 64,
+            code="topup.cash",
+            occurred_at=now,
+            recorded_at=now,
+            source="platform",
+            actor_type="system",
+            actor_id="tests",
+            reference={},
+        )
+    )
+    session.commit()
+
+    with session_factory() as fresh:
+        assert not verify(fresh).ok
 
 
 # --- immutability --------------------------------------------------------------------------
@@ -236,9 +307,11 @@ def test_lines_cannot_be_changed_through_the_orm(session, posted, change):
 @pytest.mark.postgres_only
 @pytest.mark.parametrize(
     "statement",
-    ["UPDATE ledger_lines SET amount_fen = amount_fen * 2 WHERE entry_id = :id",
-     "DELETE FROM ledger_lines WHERE entry_id = :id",
-     "UPDATE ledger_entries SET memo = 'edited' WHERE id = :id"],
+    [
+        "UPDATE ledger_lines SET amount_fen = amount_fen * 2 WHERE entry_id = :id",
+        "DELETE FROM ledger_lines WHERE entry_id = :id",
+        "UPDATE ledger_entries SET memo = 'edited' WHERE id = :id",
+    ],
 )
 def test_database_refuses_raw_changes_to_the_journal(session, posted, statement):
     with pytest.raises(DBAPIError, match="append-only"):
@@ -249,8 +322,10 @@ def test_database_refuses_raw_changes_to_the_journal(session, posted, statement)
 @pytest.mark.postgres_only
 def test_database_refuses_to_commit_an_unbalanced_entry(session, posted, cash_desk, tenant):
     session.execute(
-        text("INSERT INTO ledger_lines (tenant_id, entry_id, account_id, amount_fen) "
-             "VALUES (:t, :e, :a, 5)"),
+        text(
+            "INSERT INTO ledger_lines (tenant_id, entry_id, account_id, amount_fen) "
+            "VALUES (:t, :e, :a, 5)"
+        ),
         {"t": tenant.id, "e": posted.id, "a": cash_desk.id},
     )
 
@@ -263,8 +338,16 @@ def test_database_refuses_to_commit_an_unbalanced_entry(session, posted, cash_de
 
 
 def test_verify_finds_a_consistent_ledger_ok(session, funded, merchant, system_actor, now):
-    ops.charge(session, funded.owner_id, merchant, 400, code="canteen.meal",
-               idempotency_key="pos-3:1", actor=system_actor, now=now)
+    ops.charge(
+        session,
+        funded.owner_id,
+        merchant,
+        400,
+        code="canteen.meal",
+        idempotency_key="pos-3:1",
+        actor=system_actor,
+        now=now,
+    )
     session.commit()
 
     report = verify(session)
@@ -276,8 +359,10 @@ def test_verify_finds_a_consistent_ledger_ok(session, funded, merchant, system_a
 def test_verify_reports_a_cached_balance_that_drifted_from_the_journal(
     session, session_factory, funded, tenant
 ):
-    session.execute(text("UPDATE ledger_balances SET raw_fen = raw_fen - 1 WHERE account_id = :a"),
-                    {"a": funded.id})
+    session.execute(
+        text("UPDATE ledger_balances SET raw_fen = raw_fen - 1 WHERE account_id = :a"),
+        {"a": funded.id},
+    )
     session.commit()
 
     with session_factory() as fresh:
@@ -288,8 +373,16 @@ def test_verify_reports_a_cached_balance_that_drifted_from_the_journal(
 
 
 def test_balance_cache_tracks_line_counts(session, funded, merchant, system_actor, now):
-    ops.charge(session, funded.owner_id, merchant, 100, code="canteen.meal",
-               idempotency_key="pos-4:1", actor=system_actor, now=now)
+    ops.charge(
+        session,
+        funded.owner_id,
+        merchant,
+        100,
+        code="canteen.meal",
+        idempotency_key="pos-4:1",
+        actor=system_actor,
+        now=now,
+    )
 
     cached = session.scalar(select(Balance).where(Balance.account_id == funded.id))
 

@@ -39,8 +39,16 @@ def meal(session, merchant, system_actor, now):
     """Factory: sell a canteen meal to a person (the canteen module's charge)."""
 
     def _meal(person, fen, key):
-        return ops.charge(session, person.id, merchant, fen, actor=system_actor, now=now,
-                          code="canteen.meal", idempotency_key=key)
+        return ops.charge(
+            session,
+            person.id,
+            merchant,
+            fen,
+            actor=system_actor,
+            now=now,
+            code="canteen.meal",
+            idempotency_key=key,
+        )
 
     return _meal
 
@@ -62,8 +70,15 @@ def test_cash_top_up_debits_the_cash_desk_and_credits_the_purse(
 def test_bank_top_up_is_keyed_by_the_bank_reference(
     session, holder, journal, balance, accounts_of, system_actor, now
 ):
-    entry = ops.top_up(session, holder.id, 5000, channel="bank", bank_reference="ICBC-0001",
-                       actor=system_actor, now=now)
+    entry = ops.top_up(
+        session,
+        holder.id,
+        5000,
+        channel="bank",
+        bank_reference="ICBC-0001",
+        actor=system_actor,
+        now=now,
+    )
 
     assert entry.idempotency_key == "bank:ICBC-0001"
     assert journal(entry) == [("Dr", "bank_clearing", 5000), ("Cr", "holder.purse", 5000)]
@@ -73,10 +88,24 @@ def test_bank_top_up_is_keyed_by_the_bank_reference(
 def test_bank_top_up_replayed_by_the_bank_credits_the_purse_once(
     session, holder, balance, accounts_of, count_rows, system_actor, now
 ):
-    first = ops.top_up(session, holder.id, 5000, channel="bank", bank_reference="ICBC-0002",
-                       actor=system_actor, now=now)
-    again = ops.top_up(session, holder.id, 5000, channel="bank", bank_reference="ICBC-0002",
-                       actor=system_actor, now=now)
+    first = ops.top_up(
+        session,
+        holder.id,
+        5000,
+        channel="bank",
+        bank_reference="ICBC-0002",
+        actor=system_actor,
+        now=now,
+    )
+    again = ops.top_up(
+        session,
+        holder.id,
+        5000,
+        channel="bank",
+        bank_reference="ICBC-0002",
+        actor=system_actor,
+        now=now,
+    )
 
     assert again.id == first.id
     assert balance(accounts_of(holder)[PURSE]) == 5000
@@ -84,12 +113,26 @@ def test_bank_top_up_replayed_by_the_bank_credits_the_purse_once(
 
 
 def test_bank_reference_reused_for_another_amount_is_refused(session, holder, system_actor, now):
-    ops.top_up(session, holder.id, 5000, channel="bank", bank_reference="ICBC-0003",
-               actor=system_actor, now=now)
+    ops.top_up(
+        session,
+        holder.id,
+        5000,
+        channel="bank",
+        bank_reference="ICBC-0003",
+        actor=system_actor,
+        now=now,
+    )
 
     with pytest.raises(DuplicateRequest):
-        ops.top_up(session, holder.id, 9000, channel="bank", bank_reference="ICBC-0003",
-                   actor=system_actor, now=now)
+        ops.top_up(
+            session,
+            holder.id,
+            9000,
+            channel="bank",
+            bank_reference="ICBC-0003",
+            actor=system_actor,
+            now=now,
+        )
 
 
 def test_bank_top_up_without_a_reference_is_refused(session, holder, system_actor, now):
@@ -101,8 +144,7 @@ def test_bank_top_up_without_a_reference_is_refused(session, holder, system_acto
 
 
 def test_canteen_meal_draws_the_subsidy_first_then_the_purse(
-    session, holder, top_up_cash, meal, journal, balance, accounts_of, merchant,
-    system_actor, now
+    session, holder, top_up_cash, meal, journal, balance, accounts_of, merchant, system_actor, now
 ):
     top_up_cash(holder, 5000)
     ops.grant_subsidy(session, holder.id, 300, actor=system_actor, now=now)
@@ -134,8 +176,16 @@ def test_meal_covered_by_the_subsidy_leaves_the_purse_untouched(
 
 
 def test_meal_denied_when_purse_and_subsidy_fall_short(
-    session, holder, top_up_cash, meal, balance, accounts_of, count_rows, merchant,
-    system_actor, now
+    session,
+    holder,
+    top_up_cash,
+    meal,
+    balance,
+    accounts_of,
+    count_rows,
+    merchant,
+    system_actor,
+    now,
 ):
     top_up_cash(holder, 800)
     ops.grant_subsidy(session, holder.id, 300, actor=system_actor, now=now)
@@ -186,8 +236,7 @@ def test_releasing_more_deposit_than_was_taken_is_refused(session, holder, syste
 
 
 def test_meal_refunded_by_reversal_restores_subsidy_and_purse(
-    session, holder, top_up_cash, meal, journal, balance, accounts_of, merchant,
-    system_actor, now
+    session, holder, top_up_cash, meal, journal, balance, accounts_of, merchant, system_actor, now
 ):
     top_up_cash(holder, 5000)
     ops.grant_subsidy(session, holder.id, 300, actor=system_actor, now=now)
@@ -216,8 +265,9 @@ def test_an_entry_is_reversed_at_most_once(session, holder, top_up_cash, system_
 
 
 def test_a_reversal_cannot_itself_be_reversed(session, holder, top_up_cash, system_actor, now):
-    reversal = reverse(session, top_up_cash(holder, 5000), idempotency_key="rev-3",
-                       actor=system_actor, now=now)
+    reversal = reverse(
+        session, top_up_cash(holder, 5000), idempotency_key="rev-3", actor=system_actor, now=now
+    )
 
     with pytest.raises(Conflict):
         reverse(session, reversal, idempotency_key="rev-4", actor=system_actor, now=now)
@@ -256,8 +306,14 @@ def test_transfer_moves_value_between_two_purses(
     parent, child = make_person(name="Parent"), make_person(name="Child")
     top_up_cash(parent, 5000)
 
-    entry = ops.transfer(session, accounts_of(parent)[PURSE], accounts_of(child)[PURSE], 1500,
-                         actor=system_actor, now=now)
+    entry = ops.transfer(
+        session,
+        accounts_of(parent)[PURSE],
+        accounts_of(child)[PURSE],
+        1500,
+        actor=system_actor,
+        now=now,
+    )
 
     assert journal(entry) == [("Dr", "holder.purse", 1500), ("Cr", "holder.purse", 1500)]
     assert balance(accounts_of(parent)[PURSE]) == 3500
@@ -271,8 +327,14 @@ def test_transfer_of_more_than_the_purse_holds_is_refused(
     top_up_cash(parent, 1000)
 
     with pytest.raises(InsufficientFunds):
-        ops.transfer(session, accounts_of(parent)[PURSE], accounts_of(child)[PURSE], 1001,
-                     actor=system_actor, now=now)
+        ops.transfer(
+            session,
+            accounts_of(parent)[PURSE],
+            accounts_of(child)[PURSE],
+            1001,
+            actor=system_actor,
+            now=now,
+        )
 
 
 def test_subsidy_grant_is_an_expense_owed_to_the_holder(
@@ -306,8 +368,9 @@ def test_positive_adjustment_raises_the_purse_against_equity(
 ):
     purse = accounts_of(holder)[PURSE]
 
-    entry = ops.adjust(session, purse, 500, reason="cashier keyed 45 instead of 50",
-                       actor=system_actor, now=now)
+    entry = ops.adjust(
+        session, purse, 500, reason="cashier keyed 45 instead of 50", actor=system_actor, now=now
+    )
 
     assert journal(entry) == [("Dr", "adjustments", 500), ("Cr", "holder.purse", 500)]
     assert balance(purse) == 500
@@ -327,8 +390,9 @@ def test_negative_adjustment_lowers_the_purse_against_equity(
 
 def test_adjustment_without_a_reason_is_refused(session, holder, accounts_of, system_actor, now):
     with pytest.raises(ValidationFailed):
-        ops.adjust(session, accounts_of(holder)[PURSE], 500, reason="  ", actor=system_actor,
-                   now=now)
+        ops.adjust(
+            session, accounts_of(holder)[PURSE], 500, reason="  ", actor=system_actor, now=now
+        )
 
 
 def test_a_day_of_worked_examples_leaves_the_ledger_consistent(
@@ -340,8 +404,14 @@ def test_a_day_of_worked_examples_leaves_the_ledger_consistent(
     ops.take_deposit(session, bob.id, 2000, actor=system_actor, now=now)
     sold = meal(alice, 1200, "pos-1:1")
     reverse(session, sold, idempotency_key="refund:pos-1:1", actor=system_actor, now=now)
-    ops.transfer(session, accounts_of(alice)[PURSE], accounts_of(bob)[PURSE], 4000,
-                 actor=system_actor, now=now)
+    ops.transfer(
+        session,
+        accounts_of(alice)[PURSE],
+        accounts_of(bob)[PURSE],
+        4000,
+        actor=system_actor,
+        now=now,
+    )
     meal(bob, 1200, "pos-1:2")
 
     report = verify(session)

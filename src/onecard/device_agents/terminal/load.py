@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from onecard.device_agents.protocol.clearing import MAC2_VERIFIED
 from onecard.device_agents.terminal import apdus
 from onecard.device_agents.terminal.apdus import TYPE_LOAD, InitLoad
 from onecard.device_agents.terminal.cardinfo import CardInfo, select_purse
 from onecard.device_agents.terminal.channel import CardChannel, CardGoneError, Exchange
-from onecard.device_agents.terminal.clearing import MAC2_VERIFIED
 from onecard.device_agents.terminal.pending import PendingTransaction, PurseResult, TornTransaction
 
 

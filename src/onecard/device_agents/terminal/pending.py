@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from onecard.device_agents.protocol.clearing import ClearingRecord
 from onecard.device_agents.terminal.cardinfo import CardInfo
-from onecard.device_agents.terminal.clearing import ClearingRecord
 
 
 @dataclass(frozen=True, slots=True)

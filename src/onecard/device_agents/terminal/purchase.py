@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from onecard.device_agents.protocol.clearing import MAC2_NOT_VERIFIED, MAC2_VERIFIED
 from onecard.device_agents.terminal import apdus
 from onecard.device_agents.terminal.apdus import TYPE_CAPP, TYPE_PURCHASE, InitPurchase
 from onecard.device_agents.terminal.cardinfo import select_purse
 from onecard.device_agents.terminal.channel import CardChannel, CardGoneError, Exchange
-from onecard.device_agents.terminal.clearing import MAC2_NOT_VERIFIED, MAC2_VERIFIED
 from onecard.device_agents.terminal.pending import PendingTransaction, PurseResult, TornTransaction
 from onecard.device_agents.terminal.psam import PsamSession
 

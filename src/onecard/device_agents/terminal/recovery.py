@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from onecard.device_agents.protocol.clearing import MAC2_RECOVERED, ClearingRecord
 from onecard.device_agents.terminal import apdus
 from onecard.device_agents.terminal.apdus import TYPE_LOAD, Record0018
 from onecard.device_agents.terminal.cardinfo import select_purse
 from onecard.device_agents.terminal.channel import CardChannel, Exchange, StatusError
-from onecard.device_agents.terminal.clearing import MAC2_RECOVERED, ClearingRecord
 from onecard.device_agents.terminal.pending import PendingTransaction
 from onecard.device_agents.terminal.psam import PsamSession
 

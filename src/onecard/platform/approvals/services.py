@@ -23,6 +23,7 @@ from onecard.platform.approvals.models import Approval
 from onecard.platform.audit.record import record
 from onecard.platform.cards import lifecycle
 from onecard.platform.cards.models import Card
+from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from onecard.platform.ledger import operations as ops
 from onecard.platform.ledger.models import Account
@@ -56,7 +57,7 @@ def _run_refund(session: Session, p: dict[str, Any], actor: Actor, now: datetime
 
 
 def _run_adjust(session: Session, p: dict[str, Any], actor: Actor, now: datetime) -> dict[str, Any]:
-    account = session.get(Account, p["account_id"])
+    account = get_scoped(session, Account, p["account_id"])
     if account is None:
         raise NotFound(f"account {p['account_id']} not found")
     entry = ops.adjust(
@@ -104,7 +105,7 @@ def _run_reversal(
     from onecard.platform.ledger.models import Entry
     from onecard.platform.ledger.posting import reverse
 
-    entry = session.get(Entry, p["entry_id"])
+    entry = get_scoped(session, Entry, p["entry_id"])
     if entry is None:
         raise NotFound(f"entry {p['entry_id']} not found")
     reversal = reverse(
@@ -207,7 +208,7 @@ def _replay(earlier: Approval, kind: str, payload: dict[str, Any]) -> Outcome:
 
 def get_approval(session: Session, approval_id: int) -> Approval:
     """The approval ``approval_id`` of the tenant in scope."""
-    approval = session.get(Approval, approval_id)
+    approval = get_scoped(session, Approval, approval_id)
     if approval is None:
         raise NotFound(f"approval {approval_id} not found")
     return approval

@@ -29,6 +29,10 @@ CORE_PERMISSIONS: tuple[Permission, ...] = (
     Permission("cards.replace", "Replace cards", ("tenant_admin", "card_centre")),
     Permission("cards.return", "Take cards back and refund", ("tenant_admin", "card_centre")),
     Permission(
+        "cards.load", "Authorise online loads onto CPU cards", ("tenant_admin", "card_centre")
+    ),
+    Permission("clearing.submit", "Submit offline clearing records", ("tenant_admin", "finance")),
+    Permission(
         "accounts.view",
         "View accounts and statements",
         ("tenant_admin", "card_centre", "finance", "auditor"),

@@ -25,7 +25,7 @@ from onecard.platform.audit.record import record
 from onecard.platform.authz.models import ApiToken, Operator, OperatorRole, Role
 from onecard.platform.authz.permissions import all_permissions
 from onecard.platform.clock import as_utc
-from onecard.platform.db.tenancy import tenant_scope, unscoped
+from onecard.platform.db.tenancy import get_scoped, tenant_scope, unscoped
 from onecard.platform.errors import (
     AuthenticationFailed,
     Conflict,
@@ -376,7 +376,7 @@ def enable_totp(
 
 def get_operator(session: Session, operator_id: int) -> Operator:
     """The operator ``operator_id`` of the tenant in scope."""
-    operator = session.get(Operator, operator_id)
+    operator = get_scoped(session, Operator, operator_id)
     if operator is None:
         raise NotFound(f"operator {operator_id} not found")
     return operator

@@ -25,6 +25,7 @@ from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.cards.blacklist import append_change
 from onecard.platform.cards.models import Card, CardKind, CardStatus
+from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from onecard.platform.ledger import operations as ops
 from onecard.platform.ledger.accounts import (
@@ -67,7 +68,7 @@ def get_card(session: Session, card_id: int, *, actor: Actor) -> Card:
     from onecard.platform.people.services import get_person
 
     actor.ensure("cards.view")
-    card = session.get(Card, card_id)
+    card = get_scoped(session, Card, card_id)
     if card is None:
         raise NotFound(f"card {card_id} not found")
     get_person(session, card.person_id, actor=actor)  # data scope of the holder
@@ -181,6 +182,7 @@ def unfreeze(session: Session, card: Card, *, actor: Actor, now: datetime) -> Ca
 
 def expire(session: Session, card: Card, *, actor: Actor, now: datetime) -> Card:
     """The card reached its end of validity (or its holder left)."""
+    actor.ensure("cards.freeze")
     return transition(session, card, "expire", actor=actor, now=now)
 
 
@@ -199,9 +201,9 @@ def replace(
     deposit moves to the new card without touching money. Returns the new card.
     """
     actor.ensure("cards.replace")
-    transition(session, card, "replace", actor=actor, now=now)
     spec = NewCard(card_no=new_card_no, kind=card.kind, uid=uid, expires_at=card.expires_at)
-    _validate_new_card(session, spec)
+    _validate_new_card(session, spec)  # before any change: a refusal leaves the old card as it was
+    transition(session, card, "replace", actor=actor, now=now)
     new = Card(
         person_id=card.person_id,
         card_no=new_card_no,

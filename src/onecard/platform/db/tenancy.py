@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import ForeignKey, Table, event
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, with_loader_criteria
@@ -71,6 +71,24 @@ def unscoped(*, reason: str) -> Iterator[None]:
 def is_unscoped() -> bool:
     """True inside ``unscoped()``."""
     return _unscoped_reason.get() is not None
+
+
+T = TypeVar("T")
+
+
+def get_scoped(session: Session, cls: type[T], ident: object) -> T | None:
+    """``session.get`` that never returns another tenant's row.
+
+    ``Session.get`` answers from the identity map without a query when the object is already
+    loaded, so the tenant criteria would not apply to a session that served another tenant
+    before (the bridge does). This checks the loaded object's tenant as well.
+    """
+    obj = session.get(cls, ident)
+    if obj is None or _unscoped_reason.get() is not None:
+        return obj
+    if isinstance(obj, TenantScoped) and obj.tenant_id != require_tenant_id():
+        return None
+    return obj
 
 
 @event.listens_for(Session, "do_orm_execute")

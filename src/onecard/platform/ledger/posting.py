@@ -86,11 +86,18 @@ def post(session: Session, request: PostingRequest, *, actor: Actor, now: dateti
         return _replay(existing, request)
     accounts = _load_accounts(session, request.lines)
     _validate(request, accounts)
+    deltas, counts = _net(request.lines)
+    try:
+        # Before anything is written: a refusal must leave no trace for a caller who commits.
+        _check_minimums(session, deltas, accounts)
+    except InsufficientFunds:
+        existing = find_by_key(session, request.idempotency_key)  # a concurrent twin won
+        if existing is None:
+            raise
+        return _replay(existing, request)
     entry, created = _insert_entry(session, request, actor=actor, now=now)
     if not created:
         return _replay(entry, request)
-    deltas, counts = _net(request.lines)
-    _check_minimums(session, deltas, accounts)
     session.execute(
         insert(Line),
         [
@@ -218,7 +225,7 @@ def _check_minimums(
     )
     if is_postgres(session):
         stmt = stmt.with_for_update()
-    raw = dict(session.execute(stmt).tuples().all())
+    raw: dict[int, int] = {aid: value for aid, value in session.execute(stmt)}
     if len(raw) != len(bounded):
         raise NotFound("balance row missing for an account", account_ids=bounded)
     for aid in bounded:

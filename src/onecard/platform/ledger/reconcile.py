@@ -49,12 +49,14 @@ def verify(session: Session) -> LedgerReport:
 
 
 def _unbalanced_entries(session: Session) -> list[str]:
+    total = func.coalesce(func.sum(Line.amount_fen), 0)
     rows = session.execute(
-        select(Line.entry_id, func.sum(Line.amount_fen), func.count(Line.id))
-        .group_by(Line.entry_id)
-        .having((func.sum(Line.amount_fen) != 0) | (func.count(Line.id) < 2))
+        select(Entry.id, total, func.count(Line.id))
+        .outerjoin(Line, Line.entry_id == Entry.id)
+        .group_by(Entry.id)
+        .having((total != 0) | (func.count(Line.id) < 2))
     )
-    return [f"entry {eid} sums to {total} over {n} lines" for eid, total, n in rows]
+    return [f"entry {eid} sums to {amount} over {n} lines" for eid, amount, n in rows]
 
 
 def _balance_drift(session: Session) -> list[str]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import CompoundSelect, Select, func, select, union
 from sqlalchemy.orm import Session
 
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.cards.models import Card
+from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import Conflict, NotFound, PermissionDenied
 from onecard.platform.people.models import Person
 from onecard.platform.people.schemas import PersonCreate, PersonUpdate
@@ -27,7 +28,7 @@ MAX_PAGE = 200
 def resolve_org_unit(session: Session, unit_id: int | None, code: str | None) -> int | None:
     """The org-unit id named by id or code in the tenant in scope, or ``None``."""
     if unit_id is not None:
-        if session.get(OrgUnit, unit_id) is None:
+        if get_scoped(session, OrgUnit, unit_id) is None:
             raise NotFound(f"org unit {unit_id} not found", field="org_unit_id")
         return unit_id
     if code:
@@ -79,7 +80,7 @@ def _ensure_in_scope(actor: Actor, org_unit_id: int | None) -> None:
 def get_person(session: Session, person_id: int, *, actor: Actor) -> Person:
     """The live person ``person_id`` visible to ``actor``; :class:`NotFound` otherwise."""
     actor.ensure("people.view")
-    person = session.get(Person, person_id)
+    person = get_scoped(session, Person, person_id)
     if (
         person is None
         or person.deleted_at is not None
@@ -163,17 +164,23 @@ def _search_statement(
         stmt = stmt.where(Person.org_unit_id == org_unit_id)
     if identity_class:
         stmt = stmt.where(Person.identity_class == identity_class)
-    if q:
-        q = q.strip()
-        by_card = select(Card.person_id).where(Card.card_no == q).scalar_subquery()
-        stmt = stmt.where(
-            or_(
-                Person.person_no.startswith(q, autoescape=True),
-                Person.name.startswith(q, autoescape=True),
-                Person.id.in_(by_card),
-            )
-        )
+    if q and q.strip():
+        stmt = stmt.where(Person.id.in_(_matching_ids(q.strip())))
     return stmt
+
+
+def _matching_ids(q: str) -> CompoundSelect[int]:
+    """Ids matching ``q`` as a UNION of three index-friendly lookups.
+
+    One ``OR`` across person number, name and a card sub-select makes PostgreSQL scan the whole
+    table; each branch of the union uses its own index (prefix ``LIKE`` on the pattern-ops
+    indexes, equality on the card number).
+    """
+    return union(
+        select(Person.id).where(Person.person_no.startswith(q, autoescape=True)),
+        select(Person.id).where(Person.name.startswith(q, autoescape=True)),
+        select(Card.person_id).where(Card.card_no == q),
+    )
 
 
 def mark_deleted(session: Session, person: Person, *, actor: Actor, now: datetime) -> Person:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.authz.roles import create_default_roles
-from onecard.platform.db.tenancy import tenant_scope, unscoped
+from onecard.platform.db.tenancy import get_scoped, tenant_scope, unscoped
 from onecard.platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from onecard.platform.ledger.accounts import open_tenant_accounts
 from onecard.platform.tenants.models import OrgUnit, Site, Tenant, TenantModule
@@ -131,9 +131,9 @@ def create_org_unit(
 ) -> OrgUnit:
     """Add an org unit under ``parent_id`` (or at the root) in the tenant in scope."""
     actor.ensure("tenant.manage")
-    if parent_id is not None and session.get(OrgUnit, parent_id) is None:
+    if parent_id is not None and get_scoped(session, OrgUnit, parent_id) is None:
         raise NotFound(f"org unit {parent_id} not found", field="parent_id")
-    if site_id is not None and session.get(Site, site_id) is None:
+    if site_id is not None and get_scoped(session, Site, site_id) is None:
         raise NotFound(f"site {site_id} not found", field="site_id")
     if session.scalar(select(OrgUnit.id).where(OrgUnit.code == code)) is not None:
         raise Conflict(f"org unit {code} already exists", field="code")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from onecard.platform.approvals import services as approvals
+from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import NotFound, ValidationFailed
 from onecard.platform.ledger import operations as ops
 from onecard.platform.ledger.accounts import HOLDER_KINDS, holder_accounts
@@ -107,7 +108,7 @@ class AccountsQuery(QueryModel):
 def load_account(call: Call, account_id: int) -> Account:
     """The account if the actor may see it (holder accounts follow the holder's data scope)."""
     call.actor.ensure("accounts.view")
-    account = call.session.get(Account, account_id)
+    account = get_scoped(call.session, Account, account_id)
     if account is None:
         raise NotFound(f"account {account_id} not found")
     if account.owner_type == "person" and account.owner_id is not None:
@@ -267,7 +268,7 @@ def refund(call: Call) -> Any:
 def _outcome(call: Call, outcome: approvals.Outcome) -> Any:
     if outcome.pending:
         return approval_response(outcome)
-    entry = call.session.get(Entry, outcome.result["entry_id"])
+    entry = get_scoped(call.session, Entry, outcome.result["entry_id"])
     assert entry is not None
     return entry_json(call.session, entry), 201
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from onecard.platform.approvals import services as approvals
+from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import NotFound
 from onecard.platform.ledger import operations as ops
 from onecard.platform.ledger import reconcile
@@ -78,7 +79,7 @@ def list_entries(call: Call) -> Any:
 @endpoint("GET", "/ledger/entries/{entry_id}", tag="ledger", permission="ledger.view")
 def get_entry(call: Call) -> Any:
     """One entry with its lines."""
-    entry = call.session.get(Entry, call.path["entry_id"])
+    entry = get_scoped(call.session, Entry, call.path["entry_id"])
     if entry is None:
         raise NotFound(f"entry {call.path['entry_id']} not found")
     return entry_json(call.session, entry)
@@ -103,7 +104,7 @@ class ReversalIn(BaseModel):
 def reverse_entry(call: Call) -> Any:
     """Reverse an entry (a refund or correction); above the threshold needs approval (202)."""
     assert call.tenant is not None
-    entry = call.session.get(Entry, call.path["entry_id"])
+    entry = get_scoped(call.session, Entry, call.path["entry_id"])
     if entry is None:
         raise NotFound(f"entry {call.path['entry_id']} not found")
     amount = call.session.scalar(
@@ -123,7 +124,7 @@ def reverse_entry(call: Call) -> Any:
     )
     if outcome.pending:
         return approval_response(outcome)
-    reversal = call.session.get(Entry, outcome.result["entry_id"])
+    reversal = get_scoped(call.session, Entry, outcome.result["entry_id"])
     assert reversal is not None
     return entry_json(call.session, reversal), 201
 

@@ -1,0 +1,1 @@
+"""Terminal device manager: registry, credentials, lists, bundles, taps, ingest, bridge, tasks."""

@@ -1,0 +1,506 @@
+"""The platform's MQTT bridge: device messages in, decisions, acks, lists, configs out.
+
+One paho 2.x client with a persistent MQTT 5 session (``clean_start=False`` + session expiry)
+subscribes with shared subscriptions, so any number of bridges split the load and a restarted
+bridge gets what arrived while it was down. Messages are acknowledged (PUBACK) only after their
+unit of work committed and the answer was published: a bridge killed mid-batch loses nothing,
+and ``(device, epoch, seq)`` / ``(device, req_id)`` make the redelivery change nothing.
+
+Dispatch goes through a route table: the core routes below plus every module's
+``onecard_mqtt_routes``. Nothing a device sends can crash the bridge: a bad message is counted
+(``onecard_bridge_messages_total``), logged with the device id, and answered on ``down/cmd``
+with an ``error`` command where the device expects a reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import Counter as PromCounter
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from onecard.device_agents.protocol.codes import CommandName, ReasonCode
+from onecard.platform.clock import utcnow
+from onecard.platform.db.tenancy import tenant_scope
+from onecard.platform.devices import bundles, commands, health, ingest, lists, taps
+from onecard.platform.devices import clock as dclock
+from onecard.platform.devices.bundles import DeviceKindSpec
+from onecard.platform.devices.models import Device
+from onecard.platform.devices.services import DeviceRef, resolve
+from onecard.platform.devices.wire import (
+    BadMessage,
+    Heartbeat,
+    Hello,
+    Receipt,
+    RecordBatch,
+    Tap,
+    TimeRequest,
+    decode,
+    decode_records,
+    dumps,
+    loads,
+    parse_topic,
+    topic,
+)
+from onecard.platform.secrets import SecretBox
+from onecard.platform.tenants.models import TenantModule
+
+log = logging.getLogger(__name__)
+SUBSCRIPTIONS = ("oc/v1/+/up/#", "oc/v1/+/state")  # each as $share/<group>/...
+MESSAGES = PromCounter(
+    "onecard_bridge_messages", "Device messages handled by the bridge", ["route", "outcome"]
+)
+
+Out = tuple[str, dict[str, Any], bool]  # (topic suffix, body, retain)
+
+
+@dataclass(frozen=True)
+class MqttRoute:
+    """A module's route: ``suffix`` after ``oc/v1/{dev}/`` and a handler.
+
+    The handler runs in the tenant's scope inside the bridge's unit of work and returns the
+    messages to publish to that device (``(suffix, body, retain)``) after commit.
+    """
+
+    suffix: str
+    handler: Callable[[RouteContext], Iterable[Out]]
+    expects_reply: bool = False
+
+
+@dataclass
+class RouteContext:
+    """What a route handler gets."""
+
+    session: Session
+    device: DeviceRef
+    payload: bytes
+    now: datetime
+    bridge: Bridge
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How the bridge reaches the broker."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls_ca: str | None = None
+    client_id: str = "onecard-bridge"
+    share_group: str = "bridge"
+    session_expiry: int = 7 * 24 * 3600
+
+
+class Bridge:
+    """See the module docstring. ``start()`` connects and runs; ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        connection: Connection,
+        *,
+        box: SecretBox,
+        registry: Any = None,
+        kinds: dict[str, DeviceKindSpec] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        outbox_interval: float = 1.0,
+    ) -> None:
+        self.sessions, self.conn, self.box = sessions, connection, box
+        self.registry, self.clock = registry, clock
+        self.kinds = kinds if kinds is not None else collect_kinds(registry)
+        self.outbox_interval = outbox_interval
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.routes: dict[str, MqttRoute] = {**self._core_routes(), **_module_routes(registry)}
+        self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.connected = threading.Event()
+        self._configs_sent: set[tuple[str, int]] = set()
+        self.client = self._make_client()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.conn.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if self.conn.username:
+            c.username_pw_set(self.conn.username, self.conn.password)
+        if self.conn.tls_ca:
+            c.tls_set(ca_certs=self.conn.tls_ca)
+        c.max_inflight_messages_set(100)
+        c.max_queued_messages_set(0)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.reconnect_delay_set(1, 5)
+        return c
+
+    def start(self) -> None:
+        """Connect (persistent session) and start the network loop and the worker."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.conn.session_expiry
+        self.client.connect_async(
+            self.conn.host, self.conn.port, keepalive=30, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+        self._worker = threading.Thread(target=self._work, name="onecard-bridge", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Finish the current message, disconnect, stop threads."""
+        self._stop.set()
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("bridge: broker refused the connection: %s", reason)
+            return
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe([(f"$share/{self.conn.share_group}/{s}", 1) for s in SUBSCRIPTIONS])
+        self.connected.set()
+        log.info("bridge connected to %s:%s", self.conn.host, self.conn.port)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("bridge disconnected (%s); reconnecting", reason)
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(msg)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._queue.get(timeout=self.outbox_interval)
+            except queue.Empty:
+                self._safe(self.run_outbox)
+                continue
+            if msg is None:
+                return
+            self._safe(lambda m=msg: self.handle(m.topic, m.payload))  # type: ignore[misc]
+            if msg.qos > 0:
+                self.client.ack(msg.mid, msg.qos)
+            if self._queue.empty():
+                self._safe(self.run_outbox)
+
+    def _safe(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception:  # a bug or an outage must not end the bridge
+            log.exception("bridge: unexpected error")
+            self._count("bridge", "error")
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def handle(self, topic_name: str, payload: bytes) -> None:
+        """Handle one message: resolve the device, route, commit, publish the answers."""
+        parsed = parse_topic(topic_name)
+        if parsed is None:
+            self._count("unknown", "bad_topic")
+            log.warning("bridge: message on a foreign topic %r", topic_name[:120])
+            return
+        route = self.routes.get(parsed.rest)
+        with self.sessions() as session:
+            device = resolve(session, parsed.device_id)
+            if device is None:
+                self._count(parsed.rest[:40], "unknown_device")
+                log.warning("bridge: message from unregistered device %s", parsed.device_id)
+                return
+            if route is None:
+                self._reject(device, parsed.rest, BadMessage("unknown-topic", parsed.rest[:80]))
+                return
+            self._dispatch(session, device, route, payload)
+
+    def _dispatch(
+        self, session: Session, device: DeviceRef, route: MqttRoute, payload: bytes
+    ) -> None:
+        ctx = RouteContext(session, device, payload, self.clock(), self)
+        try:
+            with tenant_scope(device.tenant_id):
+                out = list(route.handler(ctx))
+                session.commit()
+        except BadMessage as exc:
+            session.rollback()
+            self._reject(device, route.suffix, exc, reply=route.expects_reply, payload=payload)
+            return
+        except Exception:
+            session.rollback()
+            log.exception("bridge: %s from %s failed", route.suffix, device.device_id)
+            self._count(route.suffix, "error")
+            self._error(device, route.suffix, "internal-error", "", payload, route.expects_reply)
+            return
+        self._count(route.suffix, "ok")
+        for suffix, body, retain in out:
+            self.publish(device.device_id, suffix, body, retain=retain)
+        for fn in ctx.after_commit:
+            self._safe(fn)
+
+    def _reject(
+        self,
+        device: DeviceRef,
+        suffix: str,
+        exc: BadMessage,
+        *,
+        reply: bool = True,
+        payload: bytes = b"",
+    ) -> None:
+        self._count(suffix[:40], f"malformed:{exc.reason}")
+        log.warning("bridge: %s from %s refused: %s", suffix[:80], device.device_id, exc)
+        self._error(device, suffix, exc.reason, exc.detail, payload, reply)
+
+    def _error(
+        self, device: DeviceRef, suffix: str, reason: str, detail: str, payload: bytes, reply: bool
+    ) -> None:
+        if not reply:
+            return
+        args: dict[str, Any] = {"topic": suffix[:80], "reason": reason, "detail": detail}
+        ref = _reference(payload)
+        if ref:
+            args.update(ref)
+        body = {
+            "cmd_id": f"err-{uuid.uuid4().hex[:16]}",
+            "name": CommandName.ERROR.value,
+            "args": args,
+        }
+        self.publish(device.device_id, "down/cmd", body)
+        if suffix == "up/tap" and "req_id" in args:
+            self.publish(
+                device.device_id,
+                "down/tap",
+                {
+                    "req_id": args["req_id"],
+                    "allow": False,
+                    "reason": ReasonCode.MALFORMED.value
+                    if reason != "internal-error"
+                    else ReasonCode.INTERNAL_ERROR.value,
+                    "display": "Error",
+                },
+            )
+
+    def publish(
+        self, device_id: str, suffix: str, body: dict[str, Any], *, retain: bool = False
+    ) -> None:
+        """Publish ``body`` to ``oc/v1/{device_id}/{suffix}`` (QoS 1)."""
+        self.client.publish(topic(device_id, suffix), dumps(body), qos=1, retain=retain)
+
+    def _count(self, route: str, outcome: str) -> None:
+        self.counts[(route, outcome)] += 1
+        MESSAGES.labels(route=route, outcome=outcome).inc()
+
+    # -- outbox: list deltas and commands ---------------------------------------------------
+
+    def run_outbox(self) -> int:
+        """Publish due list updates and pending commands; returns how many were sent."""
+        now = self.clock()
+        with self.sessions() as session:
+            updates = lists.due_updates(session, now=now)
+            cmds = commands.due(session, now=now)
+            session.commit()
+        for _tid, u in updates:
+            self.publish(u.device_id, "down/lists", u.body)
+        for c in cmds:
+            self.publish(c.device_id, "down/cmd", c.body)
+        return len(updates) + len(cmds) + self._publish_configs()
+
+    def _publish_configs(self) -> int:
+        """Publish (retained) every newly built bundle once per bridge process."""
+        sent = 0
+        with self.sessions() as session:
+            for tid, device_id, version, pk in bundles.unpublished(session):
+                if (device_id, version) in self._configs_sent:
+                    continue
+                with tenant_scope(tid):
+                    latest = bundles.latest(session, pk)
+                    if latest is None:
+                        continue
+                    body = bundles.message(session, device_id, latest)
+                self.publish(device_id, "down/config", body, retain=True)
+                self._configs_sent.add((device_id, version))
+                sent += 1
+        return sent
+
+    # -- core routes -------------------------------------------------------------------------
+
+    def _core_routes(self) -> dict[str, MqttRoute]:
+        core = [
+            MqttRoute("state", self._state),
+            MqttRoute("up/hello", self._hello, expects_reply=True),
+            MqttRoute("up/tap", self._tap, expects_reply=True),
+            MqttRoute("up/records", self._records, expects_reply=True),
+            MqttRoute("up/heartbeat", self._heartbeat),
+            MqttRoute("up/time", self._time, expects_reply=True),
+            MqttRoute("up/receipt", self._receipt, expects_reply=True),
+        ]
+        return {r.suffix: r for r in core}
+
+    def _device(self, ctx: RouteContext) -> Device:
+        dev = ctx.session.get(Device, ctx.device.pk)
+        assert dev is not None
+        return dev
+
+    def _state(self, ctx: RouteContext) -> list[Out]:
+        text = ctx.payload[:200].decode("utf-8", "replace").strip()
+        if text.startswith("{"):
+            text = str(loads(ctx.payload).get("state", ""))
+        if text not in {"online", "offline"}:
+            raise BadMessage("invalid", "state must be online or offline")
+        health.on_state(ctx.session, self._device(ctx), text == "online", now=ctx.now)
+        return []
+
+    def _hello(self, ctx: RouteContext) -> list[Out]:
+        hello = decode(Hello, ctx.payload)
+        dev = self._device(ctx)
+        health.on_hello(ctx.session, dev, hello, now=ctx.now)
+        out: list[Out] = []
+        ack = ingest.ingest(ctx.session, ctx.device, _empty(hello.epoch), now=ctx.now)
+        out.append(("down/ack", _ack_body(ack), False))
+        out += [
+            ("down/lists", u.body, False) for u in lists.updates_for(ctx.session, dev, now=ctx.now)
+        ]
+        latest = bundles.latest(ctx.session, dev.id)
+        if latest is not None and hello.config_version < latest.version:
+            out.append(("down/config", bundles.message(ctx.session, dev.device_id, latest), True))
+        return out
+
+    def _tap(self, ctx: RouteContext) -> list[Out]:
+        tap = decode(Tap, ctx.payload)
+        hooks = self._hooks(ctx.session)
+        outcome = taps.decide(ctx.session, ctx.device, tap, hooks, now=ctx.now)
+        if hooks is not None and outcome.request is not None and not outcome.replayed:
+            tid = ctx.device.tenant_id
+
+            def completed() -> None:
+                with tenant_scope(tid):
+                    hooks.onecard_tap_completed(tap=outcome.request, outcome=outcome)
+
+            ctx.after_commit.append(completed)
+        return [("down/tap", outcome.body(), False)]
+
+    def _records(self, ctx: RouteContext) -> list[Out]:
+        batch = decode_records(ctx.payload)
+        ack = ingest.ingest(ctx.session, ctx.device, batch, now=ctx.now)
+        if ack.malformed:
+            self._count("up/records", "malformed_record")
+            self.counts[("up/records", "malformed_records")] += ack.malformed - 1
+            log.warning("bridge: %d malformed records from %s", ack.malformed, ctx.device.device_id)
+        return [("down/ack", _ack_body(ack), False)]
+
+    def _heartbeat(self, ctx: RouteContext) -> list[Out]:
+        hb = decode(Heartbeat, ctx.payload)
+        dev = self._device(ctx)
+        health.on_heartbeat(ctx.session, dev, hb, now=ctx.now)
+        return [
+            ("down/lists", u.body, False) for u in lists.updates_for(ctx.session, dev, now=ctx.now)
+        ]
+
+    def _time(self, ctx: RouteContext) -> list[Out]:
+        req = decode(TimeRequest, ctx.payload)
+        return [("down/time", dclock.answer(req.t0, ctx.now, self.clock()), False)]
+
+    def _receipt(self, ctx: RouteContext) -> list[Out]:
+        r = decode(Receipt, ctx.payload)
+        dev = self._device(ctx)
+        if r.type == "list" and r.list and r.version is not None:
+            lists.device_reports(
+                ctx.session, dev.id, {r.list: r.version}, now=ctx.now, receipt=True
+            )
+        elif r.type == "config" and r.version is not None:
+            dev.config_version = r.version
+        elif r.type == "command" and r.cmd_id:
+            cmd = commands.complete(ctx.session, dev.id, r.cmd_id, r.ok, r.result, now=ctx.now)
+            gone = r.result.get("gone")
+            if cmd.name == CommandName.RESEND_RECORDS.value and isinstance(gone, list):
+                epoch = int(r.result.get("epoch", dev.epoch or 0))
+                ranges = [(int(a), int(b)) for a, b in gone]
+                ack = ingest.mark_lost(ctx.session, ctx.device, epoch, ranges, now=ctx.now)
+                return [("down/ack", _ack_body(ack), False)]
+        else:
+            raise BadMessage("invalid", "receipt lacks list/version, version or cmd_id")
+        return []
+
+    def _hooks(self, session: Session) -> Any:
+        if self.registry is None:
+            return None
+        enabled = frozenset(
+            session.scalars(select(TenantModule.module_key).where(TenantModule.enabled))
+        )
+        return self.registry.hooks_for(enabled)
+
+
+def _empty(epoch: int) -> RecordBatch:
+    return RecordBatch(epoch, (), ())
+
+
+def _ack_body(ack: ingest.Ack) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "epoch": ack.epoch,
+        "acked_upto": ack.acked_upto,
+        "missing": [list(r) for r in ack.missing],
+    }
+    if ack.malformed:
+        body["malformed"] = ack.malformed
+    return body
+
+
+def _reference(payload: bytes) -> dict[str, Any]:
+    """``req_id``/``epoch`` of a refused payload when readable, so the device can match it."""
+    try:
+        data = loads(payload)
+    except BadMessage:
+        return {}
+    out = {}
+    if isinstance(data.get("req_id"), str):
+        out["req_id"] = data["req_id"][:64]
+    if type(data.get("epoch")) is int:
+        out["epoch"] = data["epoch"]
+    return out
+
+
+def _module_routes(registry: Any) -> dict[str, MqttRoute]:
+    if registry is None:
+        return {}
+    routes: dict[str, MqttRoute] = {}
+    for batch in registry.pm.hook.onecard_mqtt_routes():
+        for route in batch or ():
+            if not isinstance(route, MqttRoute) or not route.suffix.startswith("up/"):
+                raise ValueError(f"bad MQTT route {route!r}: must be an MqttRoute under up/")
+            routes[route.suffix] = route
+    return routes
+
+
+def collect_kinds(registry: Any) -> dict[str, DeviceKindSpec]:
+    """Device kinds of every installed module (``onecard_device_kinds``)."""
+    if registry is None:
+        return {}
+    out: dict[str, DeviceKindSpec] = {}
+    for batch in registry.pm.hook.onecard_device_kinds():
+        for spec in batch or ():
+            if isinstance(spec, DeviceKindSpec):
+                out[spec.kind] = spec
+    return out

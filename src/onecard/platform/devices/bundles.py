@@ -1,0 +1,186 @@
+"""Configuration bundles: compiled per device from its kind's schema, signed, published retained.
+
+The body is the kind's defaults overlaid with the device's settings. The content hash is
+SHA-256 of the body's canonical JSON; the tenant's Ed25519 key signs
+``{"device_id", "version", "hash"}`` in canonical JSON. The private key is stored sealed with
+:class:`~onecard.platform.secrets.SecretBox`. :func:`message` re-verifies before anything is
+published, so an unsigned or altered bundle never leaves the platform.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from onecard.platform.actors import Actor
+from onecard.platform.audit.record import record
+from onecard.platform.db.counters import next_value
+from onecard.platform.devices.models import ConfigBundle, Device, SigningKey
+from onecard.platform.errors import ValidationFailed
+from onecard.platform.secrets import SecretBox
+
+
+@dataclass(frozen=True)
+class DeviceKindSpec:
+    """A device kind a module owns (``onecard_device_kinds``): defaults and required settings."""
+
+    kind: str
+    module: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    label: str = ""
+
+
+class UnsignedBundle(RuntimeError):
+    """A bundle's signature or hash does not verify: it must not be published."""
+
+
+def canonical(data: Any) -> bytes:
+    """Canonical JSON (sorted keys, no spaces, UTF-8)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(body: Mapping[str, Any]) -> str:
+    """SHA-256 hex of the body's canonical JSON."""
+    return hashlib.sha256(canonical(dict(body))).hexdigest()
+
+
+def signed_part(device_id: str, version: int, digest: str) -> bytes:
+    """The bytes the signature covers."""
+    return canonical({"device_id": device_id, "version": version, "hash": digest})
+
+
+def signing_key(session: Session, box: SecretBox, *, now: datetime) -> SigningKey:
+    """The tenant's active signing key, created on first use."""
+    key = session.scalar(select(SigningKey).where(SigningKey.active).order_by(SigningKey.id.desc()))
+    if key is not None:
+        return key
+    private = Ed25519PrivateKey.generate()
+    raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key = SigningKey(
+        key_id=hashlib.sha256(raw_public).hexdigest()[:16],
+        public_key=base64.b64encode(raw_public).decode(),
+        private_sealed=box.seal(base64.b64encode(private.private_bytes_raw()).decode()),
+        active=True,
+        created_at=now,
+    )
+    session.add(key)
+    session.flush()
+    return key
+
+
+def public_key(session: Session, key_id: str) -> Ed25519PublicKey:
+    """The public half of ``key_id`` (what agents are provisioned with)."""
+    row = session.scalar(select(SigningKey).where(SigningKey.key_id == key_id))
+    if row is None:
+        raise UnsignedBundle(f"unknown signing key {key_id}")
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(row.public_key))
+
+
+def compile_body(device: Device, kinds: Mapping[str, DeviceKindSpec]) -> dict[str, Any]:
+    """The configuration of ``device``: kind defaults overlaid with its own settings."""
+    spec = kinds.get(device.kind, DeviceKindSpec(device.kind))
+    settings = {**dict(spec.defaults), **device.settings}
+    missing = [k for k in spec.required if k not in settings]
+    if missing:
+        raise ValidationFailed(f"device {device.device_id} needs setting {missing[0]}")
+    return {"device_id": device.device_id, "kind": device.kind, "settings": settings}
+
+
+def build(
+    session: Session,
+    device: Device,
+    kinds: Mapping[str, DeviceKindSpec],
+    *,
+    box: SecretBox,
+    actor: Actor,
+    now: datetime,
+) -> ConfigBundle:
+    """Compile and sign the next bundle version of ``device`` (caller commits, then publishes)."""
+    body = compile_body(device, kinds)
+    digest = content_hash(body)
+    version = next_value(session, f"device.{device.id}.config")
+    key = signing_key(session, box, now=now)
+    private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(box.open(key.private_sealed)))
+    signature = private.sign(signed_part(device.device_id, version, digest))
+    bundle = ConfigBundle(
+        device_pk=device.id,
+        version=version,
+        content_hash=digest,
+        body=body,
+        key_id=key.key_id,
+        signature=base64.b64encode(signature).decode(),
+        created_at=now,
+    )
+    session.add(bundle)
+    device.config_published = version
+    record(
+        session,
+        "device.config_built",
+        actor=actor,
+        now=now,
+        object_type="device",
+        object_id=device.device_id,
+        data={"version": version, "hash": digest},
+    )
+    session.flush()
+    return bundle
+
+
+def message(session: Session, device_id: str, bundle: ConfigBundle) -> dict[str, Any]:
+    """The ``down/config`` body of ``bundle``; :class:`UnsignedBundle` unless it verifies."""
+    body = {
+        "version": bundle.version,
+        "hash": bundle.content_hash,
+        "body": bundle.body,
+        "key_id": bundle.key_id,
+        "sig": bundle.signature,
+    }
+    verify(body, device_id=device_id, key=public_key(session, bundle.key_id))
+    return body
+
+
+def verify(msg: Mapping[str, Any], *, device_id: str, key: Ed25519PublicKey) -> None:
+    """Check hash and signature of a ``down/config`` body; :class:`UnsignedBundle` if bad."""
+    try:
+        if content_hash(msg["body"]) != msg["hash"]:
+            raise UnsignedBundle("content hash does not match the body")
+        key.verify(
+            base64.b64decode(msg["sig"]), signed_part(device_id, msg["version"], msg["hash"])
+        )
+    except (KeyError, TypeError, ValueError, InvalidSignature) as exc:
+        raise UnsignedBundle(f"bundle does not verify: {type(exc).__name__}") from None
+
+
+def latest(session: Session, device_pk: int) -> ConfigBundle | None:
+    """The newest bundle of a device."""
+    return session.scalar(
+        select(ConfigBundle)
+        .where(ConfigBundle.device_pk == device_pk)
+        .order_by(ConfigBundle.version.desc())
+        .limit(1)
+    )
+
+
+def unpublished(session: Session) -> list[tuple[int, str, int, int]]:
+    """``(tenant, device id, version, device pk)`` of devices whose newest bundle they lack."""
+    from onecard.platform.db.tenancy import unscoped
+
+    with unscoped(reason="bridge publishes bundles of every tenant"):
+        rows = session.execute(
+            select(Device.tenant_id, Device.device_id, Device.config_published, Device.id).where(
+                Device.config_published > Device.config_version, Device.enabled
+            )
+        ).all()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]

@@ -1,0 +1,200 @@
+"""Device state from hello, heartbeat and last will, and health alerts that warn early.
+
+:func:`assess` turns the stored heartbeats into alerts *before* trouble: storage that will be
+full within days at the current fill rate, unsent records piling up, lists or configuration
+behind, a clock drifting beyond tolerance, gaps in the records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import pairwise
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from onecard.platform.cards import blacklist
+from onecard.platform.devices import ingest, lists
+from onecard.platform.devices.models import Device, DeviceHeartbeat, DeviceListState
+from onecard.platform.devices.wire import Heartbeat, Hello
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """Thresholds of the early warnings."""
+
+    storage_days_warn: float = 7.0
+    storage_fill_warn: float = 0.8
+    unsent_warn: int = 1000
+    list_lag_grace: timedelta = timedelta(minutes=5)
+    clock_tolerance_ms: int = 2000
+    trend_window: timedelta = timedelta(days=3)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One finding: ``code`` is stable, ``message`` is for the operator."""
+
+    code: str
+    severity: str  # "warning" | "critical"
+    message: str
+
+
+@dataclass(frozen=True)
+class Health:
+    """A device's health: ``ok`` | ``warning`` | ``critical`` with the alerts behind it."""
+
+    device_id: str
+    status: str
+    online: bool
+    alerts: tuple[Alert, ...]
+
+
+def on_hello(session: Session, device: Device, hello: Hello, *, now: datetime) -> None:
+    """A (re)connect: the device is online and holds what the hello says."""
+    device.online, device.state_changed_at, device.last_seen_at = True, now, now
+    device.firmware, device.epoch = hello.firmware, hello.epoch
+    device.config_version = hello.config_version
+    lists.rewind(session, device.id, dict(hello.lists), now=now)
+    session.flush()
+
+
+def on_state(session: Session, device: Device, online: bool, *, now: datetime) -> None:
+    """``state`` topic: ``online`` on connect, ``offline`` from the last will."""
+    if device.online != online:
+        device.online, device.state_changed_at = online, now
+    if online:
+        device.last_seen_at = now
+    session.flush()
+
+
+def on_heartbeat(session: Session, device: Device, hb: Heartbeat, *, now: datetime) -> None:
+    """Store the heartbeat and what it says about lists, config and clock."""
+    device.online, device.last_seen_at, device.last_heartbeat_at = True, now, now
+    device.unsent, device.reader_state = hb.unsent, hb.reader
+    device.storage_used, device.storage_total = hb.storage_used, hb.storage_total
+    device.config_version = hb.config_version
+    if hb.clock_offset_ms is not None:
+        device.clock_offset_ms = hb.clock_offset_ms
+    session.add(
+        DeviceHeartbeat(
+            device_pk=device.id,
+            received_at=now,
+            unsent=hb.unsent,
+            storage_used=hb.storage_used,
+            storage_total=hb.storage_total,
+            clock_offset_ms=hb.clock_offset_ms,
+            data={"lists": dict(hb.lists), "reader": hb.reader},
+        )
+    )
+    lists.device_reports(session, device.id, dict(hb.lists), now=now, receipt=False)
+    session.flush()
+
+
+def assess(
+    session: Session, device: Device, *, now: datetime, policy: HealthPolicy | None = None
+) -> Health:
+    """Alerts for ``device`` at ``now``."""
+    p = policy or HealthPolicy()
+    beats = list(
+        session.scalars(
+            select(DeviceHeartbeat)
+            .where(
+                DeviceHeartbeat.device_pk == device.id,
+                DeviceHeartbeat.received_at >= now - p.trend_window,
+            )
+            .order_by(DeviceHeartbeat.received_at)
+        )
+    )
+    alerts = [
+        *_storage(beats, p),
+        *_unsent(beats, p),
+        *_lag(session, device, now, p),
+        *_clock(device, p),
+        *_gaps(session, device),
+    ]
+    if not device.online:
+        alerts.insert(0, Alert("offline", "critical", "device is offline"))
+    status = "ok"
+    if alerts:
+        status = "critical" if any(a.severity == "critical" for a in alerts) else "warning"
+    return Health(device.device_id, status, device.online, tuple(alerts))
+
+
+def _storage(beats: list[DeviceHeartbeat], p: HealthPolicy) -> list[Alert]:
+    if not beats:
+        return []
+    last = beats[-1]
+    free = last.storage_total - last.storage_used
+    out = []
+    if last.storage_used >= p.storage_fill_warn * last.storage_total:
+        pct = 100 * last.storage_used // last.storage_total
+        out.append(
+            Alert("storage_full", "critical" if free <= 0 else "warning", f"storage {pct}% used")
+        )
+    first = beats[0]
+    days = (last.received_at - first.received_at).total_seconds() / 86400
+    if days > 0 and last.storage_used > first.storage_used:
+        rate = (last.storage_used - first.storage_used) / days
+        left = free / rate
+        if left < p.storage_days_warn:
+            out.append(
+                Alert(
+                    "storage_filling",
+                    "warning",
+                    f"storage full in {left:.1f} days at the current rate",
+                )
+            )
+    return out
+
+
+def _unsent(beats: list[DeviceHeartbeat], p: HealthPolicy) -> list[Alert]:
+    if not beats:
+        return []
+    tail = [b.unsent for b in beats[-4:]]
+    growing = len(tail) >= 3 and all(a < b for a, b in pairwise(tail))
+    if growing or tail[-1] >= p.unsent_warn:
+        return [Alert("unsent_growing", "warning", f"{tail[-1]} records not yet uploaded")]
+    return []
+
+
+def _lag(session: Session, device: Device, now: datetime, p: HealthPolicy) -> list[Alert]:
+    out = []
+    current = blacklist.current_version(session)
+    st = session.scalar(
+        select(DeviceListState).where(
+            DeviceListState.device_pk == device.id, DeviceListState.list_name == lists.BLACKLIST
+        )
+    )
+    applied = st.applied_version if st else 0
+    since = (st.sent_at if st else None) or device.created_at
+    if applied < current and now - since >= p.list_lag_grace:
+        out.append(Alert("list_lag", "warning", f"blacklist at {applied} of {current}"))
+    if device.config_published > device.config_version:
+        out.append(
+            Alert(
+                "config_lag",
+                "warning",
+                f"config at {device.config_version} of {device.config_published}",
+            )
+        )
+    return out
+
+
+def _clock(device: Device, p: HealthPolicy) -> list[Alert]:
+    off = device.clock_offset_ms
+    if off is not None and abs(off) > p.clock_tolerance_ms:
+        return [Alert("clock_offset", "warning", f"clock off by {off} ms")]
+    return []
+
+
+def _gaps(session: Session, device: Device) -> list[Alert]:
+    out = []
+    for gap in ingest.gaps(session, device.id):
+        if gap.missing:
+            n = sum(b - a + 1 for a, b in gap.missing)
+            out.append(
+                Alert("records_missing", "warning", f"epoch {gap.epoch}: {n} records missing")
+            )
+    return out

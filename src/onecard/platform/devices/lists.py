@@ -1,0 +1,194 @@
+"""List distribution to devices: deltas (or chunked snapshots), receipts, "not yet protected".
+
+The platform's lists are versioned by their owners (the card blacklist by
+:mod:`onecard.platform.cards.blacklist`). Here each device's position is tracked in
+:class:`DeviceListState`: ``sent_version`` (what was published) and ``applied_version`` (what the
+device confirmed by receipt or heartbeat). :func:`due_updates` is what the bridge's distributor
+publishes; any number of bridges may run it, a device ignores a delta it already holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from onecard.platform.cards import blacklist
+from onecard.platform.cards.models import BlacklistChange
+from onecard.platform.db.tenancy import unscoped
+from onecard.platform.devices.models import Device, DeviceListReceipt, DeviceListState
+from onecard.platform.errors import NotFound
+
+BLACKLIST = "card_blacklist"
+SNAPSHOT_AFTER = 5000  # versions behind: a snapshot is smaller than the delta
+SNAPSHOT_CHUNK = 5000  # card numbers per snapshot message
+RESEND_AFTER = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class ListUpdate:
+    """One ``down/lists`` message for one device."""
+
+    device_id: str
+    body: dict[str, Any]
+
+
+def _state(session: Session, device_pk: int, name: str) -> DeviceListState:
+    row = session.scalar(
+        select(DeviceListState).where(
+            DeviceListState.device_pk == device_pk, DeviceListState.list_name == name
+        )
+    )
+    if row is None:
+        row = DeviceListState(
+            device_pk=device_pk, list_name=name, applied_version=0, sent_version=0
+        )
+        session.add(row)
+        session.flush()
+    return row
+
+
+def updates_for(session: Session, device: Device, *, now: datetime) -> list[ListUpdate]:
+    """What ``device`` needs to catch up on its lists; marks it as sent (caller commits)."""
+    st = _state(session, device.id, BLACKLIST)
+    current = blacklist.current_version(session)
+    if st.sent_version >= current:
+        return []
+    base = st.applied_version
+    st.sent_version, st.sent_at = current, now
+    if base == 0 or current - base > SNAPSHOT_AFTER:
+        return _snapshot(session, device.device_id)
+    d = blacklist.delta(session, base, limit=SNAPSHOT_AFTER)
+    body = {"list": BLACKLIST, "from": d.from_version, "to": d.to_version}
+    return [ListUpdate(device.device_id, {**body, "add": list(d.add), "remove": list(d.remove)})]
+
+
+def _snapshot(session: Session, device_id: str) -> list[ListUpdate]:
+    version, cards = blacklist.snapshot(session)
+    chunks = [cards[i : i + SNAPSHOT_CHUNK] for i in range(0, len(cards), SNAPSHOT_CHUNK)] or [[]]
+    return [
+        ListUpdate(
+            device_id,
+            {
+                "list": BLACKLIST,
+                "snapshot": True,
+                "to": version,
+                "chunk": n,
+                "chunks": len(chunks),
+                "entries": chunk,
+            },
+        )
+        for n, chunk in enumerate(chunks)
+    ]
+
+
+def due_updates(session: Session, *, now: datetime) -> list[tuple[int, ListUpdate]]:
+    """``(tenant id, update)`` for every online device behind on a list, across tenants."""
+    from onecard.platform.db.tenancy import tenant_scope
+
+    with unscoped(reason="list distributor walks every tenant with online devices"):
+        tenants = sorted(
+            set(session.scalars(select(Device.tenant_id).where(Device.online, Device.enabled)))
+        )
+    out: list[tuple[int, ListUpdate]] = []
+    for tid in tenants:
+        with tenant_scope(tid):
+            for device in session.scalars(select(Device).where(Device.online, Device.enabled)):
+                out += [(tid, u) for u in updates_for(session, device, now=now)]
+    return out
+
+
+def device_reports(
+    session: Session, device_pk: int, versions: dict[str, int], *, now: datetime, receipt: bool
+) -> None:
+    """A device holds ``versions`` (hello, heartbeat or receipt): record what it applied.
+
+    A hello or a stale heartbeat also rewinds ``sent_version`` so the distributor resends what
+    the device evidently did not get.
+    """
+    for name, version in versions.items():
+        if name != BLACKLIST or version < 0:
+            continue
+        st = _state(session, device_pk, name)
+        if version > st.applied_version:
+            st.applied_version, st.applied_at = version, now
+            session.add(
+                DeviceListReceipt(
+                    device_pk=device_pk, list_name=name, version=version, received_at=now
+                )
+            )
+        stale = st.sent_at is None or now - st.sent_at >= RESEND_AFTER
+        if not receipt and (stale or version < st.applied_version):
+            st.sent_version = min(st.sent_version, version)
+    session.flush()
+
+
+def rewind(session: Session, device_pk: int, versions: dict[str, int], *, now: datetime) -> None:
+    """After a (re)connect the device holds ``versions`` (it may have lost its store): the
+    distributor sends from there."""
+    device_reports(session, device_pk, versions, now=now, receipt=True)
+    st = _state(session, device_pk, BLACKLIST)
+    held = max(versions.get(BLACKLIST, 0), 0)
+    st.applied_version = st.sent_version = held
+    session.flush()
+
+
+@dataclass(frozen=True)
+class Protection:
+    """Whether one device applied a card's blacklist change."""
+
+    device_id: str
+    online: bool
+    applied_version: int
+    protected: bool
+    applied_at: datetime | None
+
+
+def card_protection(session: Session, card_id: int) -> tuple[int | None, list[Protection]]:
+    """The card's latest blacklist version and, per enabled device, whether it applied it."""
+    change = session.scalar(
+        select(BlacklistChange)
+        .where(BlacklistChange.card_id == card_id)
+        .order_by(BlacklistChange.version.desc())
+        .limit(1)
+    )
+    if change is None:
+        if not _card_exists(session, card_id):
+            raise NotFound(f"card {card_id} not found")
+        return None, []
+    devices = list(session.scalars(select(Device).where(Device.enabled).order_by(Device.device_id)))
+    states = {
+        s.device_pk: s
+        for s in session.scalars(
+            select(DeviceListState).where(DeviceListState.list_name == BLACKLIST)
+        )
+    }
+    out = []
+    for d in devices:
+        st = states.get(d.id)
+        applied = st.applied_version if st else 0
+        at = _first_receipt(session, d.id, change.version) if applied >= change.version else None
+        out.append(Protection(d.device_id, d.online, applied, applied >= change.version, at))
+    return change.version, out
+
+
+def _card_exists(session: Session, card_id: int) -> bool:
+    from onecard.platform.cards.models import Card
+
+    return session.get(Card, card_id) is not None
+
+
+def _first_receipt(session: Session, device_pk: int, version: int) -> datetime | None:
+    return session.scalar(
+        select(DeviceListReceipt.received_at)
+        .where(
+            DeviceListReceipt.device_pk == device_pk,
+            DeviceListReceipt.list_name == BLACKLIST,
+            DeviceListReceipt.version >= version,
+        )
+        .order_by(DeviceListReceipt.version)
+        .limit(1)
+    )

@@ -1,0 +1,282 @@
+"""Online tap decisions (ARCHITECTURE §6).
+
+The core resolves the credential and checks card status, expiry, blacklist and tenant; then
+the enabled modules' ``onecard_authorize_tap`` hooks decide: any deny wins, and if nobody
+allows the tap is denied with ``NO_HANDLER`` (silence denies). Postings the allowing modules
+propose are posted in the same transaction as the :class:`DeviceTap` row and its audit event.
+A repeated ``req_id`` from the same device returns the first reply and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from onecard.device_agents.protocol.codes import ReasonCode
+from onecard.platform.actors import Actor
+from onecard.platform.audit.record import record
+from onecard.platform.cards.models import Card, CardStatus
+from onecard.platform.devices.models import Device, DeviceTap
+from onecard.platform.devices.services import DeviceRef
+from onecard.platform.devices.wire import Tap
+from onecard.platform.errors import InsufficientFunds, OneCardError
+from onecard.platform.ledger.accounts import balance_of, holder_account
+from onecard.platform.ledger.posting import PostingRequest, post
+
+STATUS_REASONS = {
+    CardStatus.LOST.value: ReasonCode.CARD_LOST,
+    CardStatus.FROZEN.value: ReasonCode.CARD_FROZEN,
+    CardStatus.RETURNED.value: ReasonCode.CARD_RETURNED,
+    CardStatus.REPLACED.value: ReasonCode.CARD_LOST,
+    CardStatus.EXPIRED.value: ReasonCode.CARD_EXPIRED,
+}
+DISPLAY = {
+    ReasonCode.OK: "OK",
+    ReasonCode.CARD_UNKNOWN: "Unknown card",
+    ReasonCode.CARD_LOST: "Card reported lost",
+    ReasonCode.CARD_FROZEN: "Card frozen",
+    ReasonCode.CARD_RETURNED: "Card returned",
+    ReasonCode.CARD_EXPIRED: "Card expired",
+    ReasonCode.INSUFFICIENT_FUNDS: "Insufficient funds",
+    ReasonCode.NO_HANDLER: "Not accepted here",
+    ReasonCode.DEVICE_DISABLED: "Terminal disabled",
+}
+
+
+@dataclass(frozen=True)
+class TapRequest:
+    """What modules see of a tap (``onecard_authorize_tap(tap=...)``)."""
+
+    tenant_id: int
+    device_id: str
+    device_kind: str
+    module: str | None
+    site_id: int | None
+    req_id: str
+    card_id: int
+    card_no: str
+    person_id: int
+    amount_fen: int | None
+    direction: str | None
+    device_time: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class TapDecision:
+    """A module's answer: allow or deny with a reason; postings to make when allowed."""
+
+    allow: bool
+    reason: str = ReasonCode.OK.value
+    display: str = ""
+    postings: tuple[PostingRequest, ...] = ()
+    detail: str = ""
+    module: str = ""
+
+
+@dataclass(frozen=True)
+class TapOutcome:
+    """The reply sent on ``down/tap`` and what the tap hooks are told after commit."""
+
+    req_id: str
+    allow: bool
+    reason: str
+    display: str
+    balance_fen: int | None
+    entry_ids: tuple[int, ...] = ()
+    replayed: bool = False
+    request: TapRequest | None = field(default=None, compare=False)
+
+    def body(self) -> dict[str, Any]:
+        """The ``down/tap`` payload (without ``v``)."""
+        out: dict[str, Any] = {
+            "req_id": self.req_id,
+            "allow": self.allow,
+            "reason": self.reason,
+            "display": self.display,
+        }
+        if self.balance_fen is not None:
+            out["balance_fen"] = self.balance_fen
+        if self.entry_ids:
+            out["postings"] = len(self.entry_ids)
+        return out
+
+
+def decide(
+    session: Session, device: DeviceRef, tap: Tap, hooks: Any, *, now: datetime
+) -> TapOutcome:
+    """Decide ``tap`` and record it (caller commits; then calls ``onecard_tap_completed``)."""
+    first = session.scalar(
+        select(DeviceTap).where(DeviceTap.device_pk == device.pk, DeviceTap.req_id == tap.req_id)
+    )
+    if first is not None:
+        return _from_row(first)
+    card = _resolve(session, tap)
+    if not device.enabled:
+        return _finish(session, device, tap, card, _deny(ReasonCode.DEVICE_DISABLED), (), now)
+    if card is None:
+        return _finish(session, device, tap, None, _deny(ReasonCode.CARD_UNKNOWN), (), now)
+    core = _core_checks(card, now)
+    if core is not None:
+        return _finish(session, device, tap, card, _deny(core), (), now)
+    request = _request(session, device, tap, card, now)
+    decision = combine(hooks.onecard_authorize_tap(tap=request) if hooks is not None else [])
+    entries: tuple[int, ...] = ()
+    if decision.allow:
+        try:
+            with session.begin_nested():
+                entries = _post(session, device, decision.postings, now)
+        except InsufficientFunds:
+            decision = _deny(ReasonCode.INSUFFICIENT_FUNDS)
+        except OneCardError as exc:
+            decision = _deny(ReasonCode.NOT_PERMITTED, detail=exc.message)
+    outcome = _finish(session, device, tap, card, decision, entries, now)
+    return TapOutcome(**{**outcome.__dict__, "request": request})
+
+
+def combine(decisions: Sequence[Any]) -> TapDecision:
+    """Any deny wins; no allow at all denies with ``NO_HANDLER``."""
+    given = [d for d in decisions if d is not None]
+    denies = [d for d in given if not d.allow]
+    if denies:
+        return denies[0]  # type: ignore[no-any-return]
+    if not given:
+        return _deny(ReasonCode.NO_HANDLER)
+    postings = tuple(p for d in given for p in d.postings)
+    head = given[0]
+    return TapDecision(True, head.reason, head.display, postings, head.detail, head.module)
+
+
+def _deny(reason: ReasonCode, *, detail: str = "") -> TapDecision:
+    return TapDecision(False, reason.value, DISPLAY.get(reason, reason.value), (), detail)
+
+
+def _display(reason: str) -> str:
+    try:
+        return DISPLAY.get(ReasonCode(reason), reason)
+    except ValueError:
+        return reason
+
+
+def _resolve(session: Session, tap: Tap) -> Card | None:
+    column = Card.uid if tap.credential.type == "uid" else Card.card_no
+    return session.scalar(select(Card).where(column == tap.credential.value))
+
+
+def _core_checks(card: Card, now: datetime) -> ReasonCode | None:
+    if card.status != CardStatus.ACTIVE.value:
+        return STATUS_REASONS.get(card.status, ReasonCode.CARD_LOST)
+    if card.expires_at is not None and card.expires_at <= now:
+        return ReasonCode.CARD_EXPIRED
+    return None
+
+
+def _request(session: Session, d: DeviceRef, tap: Tap, card: Card, now: datetime) -> TapRequest:
+    dev = session.get(Device, d.pk)
+    return TapRequest(
+        tenant_id=d.tenant_id,
+        device_id=d.device_id,
+        device_kind=d.kind,
+        module=d.module,
+        site_id=dev.site_id if dev else None,
+        req_id=tap.req_id,
+        card_id=card.id,
+        card_no=card.card_no,
+        person_id=card.person_id,
+        amount_fen=tap.amount_fen,
+        direction=tap.direction,
+        device_time=tap.device_time,
+        now=now,
+    )
+
+
+def _post(
+    session: Session, d: DeviceRef, postings: Sequence[PostingRequest], now: datetime
+) -> tuple[int, ...]:
+    actor = Actor(type="device", id=d.device_id, tenant_id=d.tenant_id)
+    return tuple(post(session, p, actor=actor, now=now).id for p in postings)
+
+
+def _finish(
+    session: Session,
+    d: DeviceRef,
+    tap: Tap,
+    card: Card | None,
+    decision: TapDecision,
+    entries: tuple[int, ...],
+    now: datetime,
+) -> TapOutcome:
+    balance = _balance(session, card, now) if card is not None else None
+    outcome = TapOutcome(
+        tap.req_id,
+        decision.allow,
+        decision.reason,
+        decision.display or _display(decision.reason),
+        balance,
+        entries,
+    )
+    row = DeviceTap(
+        device_pk=d.pk,
+        req_id=tap.req_id,
+        card_no=tap.credential.value[:32],
+        card_id=card.id if card else None,
+        allow=decision.allow,
+        reason=decision.reason,
+        amount_fen=tap.amount_fen,
+        entry_ids=list(entries),
+        reply=outcome.body(),
+        decided_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:  # another bridge decided the same request first
+        first = session.scalar(
+            select(DeviceTap).where(DeviceTap.device_pk == d.pk, DeviceTap.req_id == tap.req_id)
+        )
+        assert first is not None
+        return _from_row(first)
+    record(
+        session,
+        "device.tap",
+        actor=Actor(type="device", id=d.device_id, tenant_id=d.tenant_id),
+        now=now,
+        object_type="card" if card else "device",
+        object_id=card.id if card else d.device_id,
+        data={
+            "req_id": tap.req_id,
+            "allow": decision.allow,
+            "reason": decision.reason,
+            "entries": list(entries),
+            "module": decision.module,
+            "detail": decision.detail,
+        },
+    )
+    return outcome
+
+
+def _balance(session: Session, card: Card, now: datetime) -> int | None:
+    try:
+        return balance_of(session, holder_account(session, card.person_id, "holder.purse", now=now))
+    except OneCardError:
+        return None
+
+
+def _from_row(row: DeviceTap) -> TapOutcome:
+    r = row.reply
+    return TapOutcome(
+        row.req_id,
+        row.allow,
+        row.reason,
+        str(r.get("display", "")),
+        r.get("balance_fen"),
+        tuple(row.entry_ids),
+        replayed=True,
+    )
