@@ -219,6 +219,7 @@ def bench_search(url: str, count: int) -> dict[str, dict[str, float]]:
         "full name": names,
         "card number": cards,
         "one-character surname (about 1% of everyone)": [n[0] for n in names],
+        "no query (first page of everyone)": [""] * 100,
     }
     results = {}
     with sessions() as s, tenant_scope(tenant_id):

@@ -25,13 +25,6 @@ from onecard.platform.people.services import search_people
 from onecard.platform.tenants.models import OrgUnit, Site
 from onecard.platform.tenants.services import get_tenant_by_slug
 
-# ledger/posting.py calls Result.tuples(), deprecated in SQLAlchemy 2.1, and pytest turns the
-# warning into an error (a 500 on every top-up). Ignored here so these tests test the API; the
-# bug itself is pinned by test_posting_raises_no_deprecation_warning.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The Result.tuples:sqlalchemy.exc.SADeprecationWarning"
-)
-
 SECRET = "cli-secret-key-d41d8cd98f00b204e980"
 HEADER = "person_no,name,identity_class\n"
 

@@ -722,9 +722,15 @@ def _postgres_guards() -> None:
         "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION onecard_check_entry_balanced()"
     )
     # LIKE 'prefix%' under a non-C collation needs pattern_ops indexes to use an index at all.
-    op.execute("CREATE INDEX ix_people_name_prefix ON people (tenant_id, name varchar_pattern_ops)")
+    # Partial (live people only) and carrying (id, person_no), so that search can count and
+    # pick its page from the index alone.
     op.execute(
-        "CREATE INDEX ix_people_no_prefix ON people (tenant_id, person_no varchar_pattern_ops)"
+        "CREATE INDEX ix_people_name_prefix ON people (tenant_id, name varchar_pattern_ops) "
+        "INCLUDE (id, person_no) WHERE deleted_at IS NULL"
+    )
+    op.execute(
+        "CREATE INDEX ix_people_no_prefix ON people (tenant_id, person_no varchar_pattern_ops) "
+        "INCLUDE (id) WHERE deleted_at IS NULL"
     )
 
 

@@ -22,13 +22,6 @@ from onecard.testing.fixtures import ApiUser, unique
 from onecard.web import create_app
 from onecard.web.throttle import FailureThrottle
 
-# ledger/posting.py calls Result.tuples(), deprecated in SQLAlchemy 2.1, and pytest turns the
-# warning into an error (a 500 on every top-up). Ignored here so these tests test the API; the
-# bug itself is pinned by test_posting_raises_no_deprecation_warning.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The Result.tuples:sqlalchemy.exc.SADeprecationWarning"
-)
-
 LOGIN = "/api/v1/auth/login"
 
 

@@ -5,21 +5,12 @@ Every holder starts from zero; the amounts below are what an accountant would ch
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import SADeprecationWarning
 
 from onecard.testing.fixtures import ApiUser
-
-# ledger/posting.py calls Result.tuples(), deprecated in SQLAlchemy 2.1, and pytest turns the
-# warning into an error (a 500 on every top-up). Ignored here so these tests test the API; the
-# bug itself is pinned by test_posting_raises_no_deprecation_warning.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The Result.tuples:sqlalchemy.exc.SADeprecationWarning"
-)
 
 
 @pytest.fixture
@@ -421,18 +412,3 @@ def test_audit_trail_names_who_did_what(
         "events": len(events),
         "first_bad": None,
     }
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ledger/posting._check_minimums calls Result.tuples(), deprecated in "
-    "SQLAlchemy 2.1; under warnings-as-errors (this project's pytest setting) every posting "
-    "to a purse is a 500",
-)
-def test_posting_raises_no_deprecation_warning(
-    api: ApiUser, new_holder: Callable[..., Any], post_top_up: Callable[..., Any]
-) -> None:
-    holder = new_holder(api)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SADeprecationWarning)  # as pyproject's filterwarnings
-        assert post_top_up(api, holder.purse_id, 100).status_code == 201

@@ -11,13 +11,6 @@ from openpyxl import Workbook
 
 from onecard.testing.fixtures import ApiUser
 
-# ledger/posting.py calls Result.tuples(), deprecated in SQLAlchemy 2.1, and pytest turns the
-# warning into an error (a 500 on every top-up). Ignored here so these tests test the API; the
-# bug itself is pinned by test_posting_raises_no_deprecation_warning.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The Result.tuples:sqlalchemy.exc.SADeprecationWarning"
-)
-
 HEADER = "person_no,name,identity_class,org_unit_code,phone,email,valid_from,valid_until\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32

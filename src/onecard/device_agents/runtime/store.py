@@ -9,7 +9,6 @@ cut); the simulator, whose "power cuts" are simulated, may pass ``NORMAL``.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -266,7 +265,3 @@ class AgentStore:
                 conn.execute(f"DELETE FROM {table} WHERE device=?", (self.device,))  # noqa: S608
         return lost
 
-
-def record_fields(record: Record) -> dict[str, Any]:
-    """The JSON fields of a record (for logs and the simulator)."""
-    return json.loads(record.model_dump_json(exclude_none=True))  # type: ignore[no-any-return]

@@ -125,14 +125,22 @@ def _plain(value: object) -> object:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+COUNT_CAP = 10_000
+
+
 @dataclass(frozen=True)
 class Page:
-    """One page of results with the total count for pagination."""
+    """One page of results. ``total`` counts at most :data:`COUNT_CAP` matches.
+
+    Counting every row of a broad search over a million people costs more than the page
+    itself; past the cap ``total_capped`` is true and consoles show "10,000+".
+    """
 
     items: list[Person]
     total: int
     limit: int
     offset: int
+    total_capped: bool = False
 
 
 def search_people(
@@ -145,42 +153,64 @@ def search_people(
     limit: int = 50,
     offset: int = 0,
 ) -> Page:
-    """Live people matching ``q`` (person-number or name prefix, or exact card number)."""
+    """Live people matching ``q`` (person-number or name prefix, or exact card number).
+
+    Ordered by person number. The matching is done on ``(id, person_no)`` pairs, which the
+    PostgreSQL prefix indexes carry, so counting and picking the page need no table rows; only
+    the page's own people are then loaded.
+    """
     actor.ensure("people.view")
-    stmt = _search_statement(actor, q, org_unit_id, identity_class)
-    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    limit = max(1, min(limit, MAX_PAGE))
-    items = list(session.scalars(stmt.order_by(Person.person_no).limit(limit).offset(offset)))
-    return Page(items, total, limit, offset)
+    limit, offset = max(1, min(limit, MAX_PAGE)), max(0, offset)
+    matches = _matches(actor, q, org_unit_id, identity_class).subquery()
+    counted = (
+        session.scalar(
+            select(func.count()).select_from(select(matches.c.id).limit(COUNT_CAP + 1).subquery())
+        )
+        or 0
+    )
+    page_ids = select(matches.c.id).order_by(matches.c.person_no).limit(limit).offset(offset)
+    items = list(
+        session.scalars(select(Person).where(Person.id.in_(page_ids)).order_by(Person.person_no))
+    )
+    return Page(items, min(counted, COUNT_CAP), limit, offset, counted > COUNT_CAP)
 
 
-def _search_statement(
+def _matches(
     actor: Actor, q: str | None, org_unit_id: int | None, identity_class: str | None
-) -> Select[Person]:
-    stmt = select(Person).where(Person.deleted_at.is_(None))
+) -> Select[int, str] | CompoundSelect[int, str]:
+    """``(id, person_no)`` of live people matching the filters.
+
+    With ``q`` it is a UNION of three index-friendly lookups: one ``OR`` across person number,
+    name and a card sub-select makes PostgreSQL scan the whole table, while each branch here
+    uses its own index (prefix ``LIKE`` on the pattern-ops indexes, equality on card number).
+    """
+    q = (q or "").strip()
+    if not q:
+        return _filtered(select(Person.id, Person.person_no), actor, org_unit_id, identity_class)
+    by_card = (
+        select(Person.id, Person.person_no)
+        .join(Card, Card.person_id == Person.id)
+        .where(Card.card_no == q)
+    )
+    branches = [
+        select(Person.id, Person.person_no).where(Person.person_no.startswith(q, autoescape=True)),
+        select(Person.id, Person.person_no).where(Person.name.startswith(q, autoescape=True)),
+        by_card,
+    ]
+    return union(*(_filtered(b, actor, org_unit_id, identity_class) for b in branches))
+
+
+def _filtered(
+    stmt: Select[int, str], actor: Actor, org_unit_id: int | None, identity_class: str | None
+) -> Select[int, str]:
+    stmt = stmt.where(Person.deleted_at.is_(None))
     if actor.org_unit_scope is not None:
         stmt = stmt.where(Person.org_unit_id.in_(actor.org_unit_scope))
     if org_unit_id is not None:
         stmt = stmt.where(Person.org_unit_id == org_unit_id)
     if identity_class:
         stmt = stmt.where(Person.identity_class == identity_class)
-    if q and q.strip():
-        stmt = stmt.where(Person.id.in_(_matching_ids(q.strip())))
     return stmt
-
-
-def _matching_ids(q: str) -> CompoundSelect[int]:
-    """Ids matching ``q`` as a UNION of three index-friendly lookups.
-
-    One ``OR`` across person number, name and a card sub-select makes PostgreSQL scan the whole
-    table; each branch of the union uses its own index (prefix ``LIKE`` on the pattern-ops
-    indexes, equality on the card number).
-    """
-    return union(
-        select(Person.id).where(Person.person_no.startswith(q, autoescape=True)),
-        select(Person.id).where(Person.name.startswith(q, autoescape=True)),
-        select(Card.person_id).where(Card.card_no == q),
-    )
 
 
 def mark_deleted(session: Session, person: Person, *, actor: Actor, now: datetime) -> Person:

@@ -69,7 +69,8 @@ def list_people(call: Call) -> Any:
         limit=q.limit,
         offset=q.offset,
     )
-    return paged([dump(PersonOut, p) for p in page.items], page.total, page.limit, page.offset)
+    body = paged([dump(PersonOut, p) for p in page.items], page.total, page.limit, page.offset)
+    return {**body, "total_capped": page.total_capped}
 
 
 @endpoint(
