@@ -283,11 +283,6 @@ def test_missing_config_file_is_a_usage_error(onecard: Run, tmp_path: Path) -> N
     assert "does not exist" in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: domain errors escape the CLI as tracebacks (exit 1): tenant create with a bad "
-    "slug raises ValidationFailed instead of a usage error (exit 2) naming the slug",
-)
 def test_invalid_tenant_slug_is_a_usage_error(onecard: Run, migrated: None) -> None:
     result = onecard("tenant", "create", "Bad Slug", "--name", "x")
     assert result.exit_code == 2
@@ -419,11 +414,6 @@ def test_redacted_masks_every_secret_and_keeps_the_rest() -> None:
     assert all(s not in text for s in (SECRET, "broker-pass", "demo-pass"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: repr(Settings) shows the database password (DatabaseSettings.url is a plain "
-    "repr field; only redacted() masks it), so logging the settings object leaks it",
-)
 @pytest.mark.usefixtures("no_config_file")
 def test_settings_repr_hides_the_database_password() -> None:
     url = "postgresql+psycopg://onecard:db-pass@db:5432/onecard"

@@ -20,6 +20,7 @@ from onecard.platform.clock import utcnow
 from onecard.platform.db.engine import make_engine, make_session_factory
 from onecard.platform.db.migrate import upgrade
 from onecard.platform.db.tenancy import tenant_scope, unscoped
+from onecard.platform.errors import OneCardError
 from onecard.platform.tenants.models import Tenant
 
 
@@ -48,7 +49,17 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group()
+class _Group(click.Group):
+    """Turns expected domain errors into a one-line usage error (exit code 2), not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OneCardError as exc:
+            raise click.UsageError(exc.message, ctx) from None
+
+
+@click.group(cls=_Group)
 @click.option(
     "--config",
     "config",

@@ -30,6 +30,12 @@ class DatabaseSettings:
     echo: bool = False
     pool_size: int = 10
 
+    def __repr__(self) -> str:
+        return (
+            f"DatabaseSettings(url={redact_url(self.url)!r}, echo={self.echo}, "
+            f"pool_size={self.pool_size})"
+        )
+
 
 @dataclass(frozen=True)
 class MqttSettings:

@@ -206,12 +206,6 @@ def _new_tenant_body() -> dict[str, str]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: POST /tenants by a platform administrator is 403: its first-admin step calls "
-    "authz.create_operator, which demands operators.manage, a permission platform admins "
-    "(no roles) never hold",
-)
 def test_platform_admin_creates_a_tenant_whose_admin_can_log_in(
     client: FlaskClient, platform_admin: ApiUser
 ) -> None:

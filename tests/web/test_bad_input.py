@@ -262,11 +262,6 @@ def test_boundary_lengths_are_accepted(api: ApiUser) -> None:
     assert resp.status_code == 201
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: unknown query parameter answers 422 on endpoints with a query model, "
-    "400 on those without (base._parse_query re-raises the ValidationError)",
-)
 def test_unknown_query_parameter_answers_400_like_everywhere_else(
     api: ApiUser, expect_problem: Callable[..., Any]
 ) -> None:
@@ -283,11 +278,6 @@ def test_unknown_query_parameter_is_refused_by_name(
     assert "colour" in resp.get_data(as_text=True), body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: PATCH /people/{id} with a required field set to null is a 500 "
-    "(PersonUpdate accepts None; update_person writes it; NOT NULL fails at flush)",
-)
 @pytest.mark.parametrize("field", ["name", "identity_class"])
 def test_patch_setting_a_required_field_to_null_is_refused(
     api: ApiUser,

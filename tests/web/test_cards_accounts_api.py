@@ -69,11 +69,6 @@ def test_lost_card_is_on_the_blacklist_snapshot_and_delta(api: ApiUser, holder: 
     assert [h["op"] for h in _card(api, holder.card["id"])["blacklist_history"]] == ["add"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: InvalidTransition carries a 'status' detail that collides with problem()'s "
-    "status argument in web/problems._onecard_error: TypeError, 500 instead of 409",
-)
 def test_reporting_a_lost_card_lost_again_is_an_invalid_transition(
     api: ApiUser, holder: Any, expect_problem: Callable[..., Any]
 ) -> None:

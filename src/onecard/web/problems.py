@@ -14,22 +14,25 @@ from flask import Flask, Response, g, json, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from onecard.platform.errors import ApprovalRequired, OneCardError
+from onecard.platform.errors import OneCardError
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://onecard.dev/problems/"
 
 
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "request_id"})
+
+
 def problem(status: int, slug: str, title: str, detail: str = "", **extra: Any) -> Response:
-    """A ``application/problem+json`` response."""
-    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status}
+    """A ``application/problem+json`` response; ``extra`` adds members (never the standard ones)."""
+    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body["instance"] = request.path
     rid = getattr(g, "request_id", None)
     if rid:
         body["request_id"] = rid
-    body.update(extra)
+    body.update({k: v for k, v in extra.items() if k not in RESERVED_MEMBERS})
     resp = Response(
         json.dumps(body, ensure_ascii=False), status=status, mimetype="application/problem+json"
     )
@@ -53,9 +56,14 @@ class TooManyRequests(OneCardError):
 
 
 def _onecard_error(exc: OneCardError) -> Response:
-    if isinstance(exc, ApprovalRequired):
-        return problem(exc.status, exc.slug, exc.title, exc.message, **exc.details)
-    return problem(exc.status, exc.slug, exc.title, exc.message, **_safe(exc.details))
+    details = _safe(exc.details)
+    clashing = {k: details.pop(k) for k in list(details) if k in RESERVED_MEMBERS}
+    body = problem(exc.status, exc.slug, exc.title, exc.message, **details)
+    if clashing:  # keep domain details whose names are taken by RFC 9457 under "context"
+        doc = json.loads(body.get_data())
+        doc["context"] = clashing
+        body.set_data(json.dumps(doc, ensure_ascii=False))
+    return body
 
 
 def _safe(details: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from onecard.device_agents.protocol.acks import covered_ranges
 from onecard.device_agents.protocol.messages import Ack, Record
@@ -56,7 +56,7 @@ class AgentStore:
     """One device's rows in an agent database. Not thread-safe on its own: the runtime calls
     it from its network thread; a lock shared per connection guards transactions."""
 
-    _locks: dict[int, threading.RLock] = {}
+    _locks: ClassVar[dict[int, threading.RLock]] = {}
 
     def __init__(self, conn: sqlite3.Connection, device: str, *, new_epoch: str) -> None:
         """Open ``device``'s store; ``new_epoch`` becomes its epoch if it has none yet (a new
@@ -125,7 +125,8 @@ class AgentStore:
             if spend_key is not None and record.amount:
                 conn.execute(
                     "INSERT INTO spend (device, key, day, amount) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (device, key, day) DO UPDATE SET amount = amount + excluded.amount",
+                    "ON CONFLICT (device, key, day) "
+                    "DO UPDATE SET amount = amount + excluded.amount",
                     (self.device, spend_key, record.device_time // 86_400_000, record.amount),
                 )
         return record
@@ -216,7 +217,13 @@ class AgentStore:
         return [int(r[0]) for r in rows]
 
     def apply_delta(
-        self, name: str, to: int, add: Iterable[int], remove: Iterable[int], *, replace: bool = False
+        self,
+        name: str,
+        to: int,
+        add: Iterable[int],
+        remove: Iterable[int],
+        *,
+        replace: bool = False,
     ) -> None:
         """Apply a delta (or, with ``replace``, a whole snapshot) and set the version — one
         transaction, so a crash leaves the old version or the new one."""
@@ -264,4 +271,3 @@ class AgentStore:
             for table in TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE device=?", (self.device,))  # noqa: S608
         return lost
-

@@ -143,7 +143,7 @@ def transition(
     if before not in allowed_from:
         raise InvalidTransition(
             f"cannot {action.replace('_', ' ')} a {before.value} card",
-            status=before.value,
+            card_status=before.value,
             action=action,
         )
     card.status, card.status_changed_at = target.value, now

@@ -186,6 +186,7 @@ class EmbeddedBroker:
         self._devices = list(devices)
         self._proc: subprocess.Popen[bytes] | None = None
         self._amqtt: Any = None
+        self._log: Any = None
         self.kind = ""
 
     def start(self) -> None:
@@ -201,9 +202,9 @@ class EmbeddedBroker:
         files = self._write_files()
         data = self.folder / "data"
         data.mkdir(parents=True, exist_ok=True)
-        stderr = open(self.folder / "mosquitto.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self._log = open(self.folder / "mosquitto.log", "ab")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
-            [binary, "-c", str(files.conf)], stdout=subprocess.DEVNULL, stderr=stderr
+            [binary, "-c", str(files.conf)], stdout=subprocess.DEVNULL, stderr=self._log
         )
         self.kind = "mosquitto"
         try:
@@ -250,6 +251,9 @@ class EmbeddedBroker:
                 self._proc.kill()
                 self._proc.wait(5)
             self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._amqtt is not None:
             self._amqtt.stop()
             self._amqtt = None

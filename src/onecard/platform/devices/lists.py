@@ -59,7 +59,7 @@ def updates_for(session: Session, device: Device, *, now: datetime) -> list[List
         return []
     base = st.applied_version
     st.sent_version, st.sent_at = current, now
-    if base == 0 or current - base > SNAPSHOT_AFTER:
+    if current - base > SNAPSHOT_AFTER:
         return _snapshot(session, device.device_id)
     d = blacklist.delta(session, base, limit=SNAPSHOT_AFTER)
     body = {"list": BLACKLIST, "from": d.from_version, "to": d.to_version}

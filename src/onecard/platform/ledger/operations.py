@@ -381,7 +381,8 @@ def charge(
         reference=intent,
         intent=intent,
     )
-    return post(session, request, actor=actor, now=now)
+    known = {a.id: a for a in (merchant, subsidy, purse)}
+    return post(session, request, actor=actor, now=now, accounts=known, key_checked=True)
 
 
 def _replay_charge(existing: Entry, code: str, intent: dict[str, int], key: str) -> Entry:

@@ -79,12 +79,26 @@ class PostingRequest:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def post(session: Session, request: PostingRequest, *, actor: Actor, now: datetime) -> Entry:
-    """Append the entry described by ``request``; return the existing one on a replay."""
-    existing = find_by_key(session, request.idempotency_key)
-    if existing is not None:
-        return _replay(existing, request)
-    accounts = _load_accounts(session, request.lines)
+def post(
+    session: Session,
+    request: PostingRequest,
+    *,
+    actor: Actor,
+    now: datetime,
+    accounts: Mapping[int, Account] | None = None,
+    key_checked: bool = False,
+) -> Entry:
+    """Append the entry described by ``request``; return the existing one on a replay.
+
+    Hot callers that already hold the accounts (loaded in this transaction, within the tenant)
+    pass ``accounts``, and ``key_checked`` when they looked the key up themselves; both only
+    save queries, the checks stay the same.
+    """
+    if not key_checked:
+        existing = find_by_key(session, request.idempotency_key)
+        if existing is not None:
+            return _replay(existing, request)
+    accounts = _accounts_for(session, request.lines, accounts)
     _validate(request, accounts)
     deltas, counts = _net(request.lines)
     try:
@@ -133,6 +147,16 @@ def _replay(entry: Entry, request: PostingRequest) -> Entry:
 def was_replayed(entry: Entry) -> bool:
     """True when :func:`post` returned an entry that an earlier request created."""
     return bool(getattr(entry, "_onecard_replayed", False))
+
+
+def _accounts_for(
+    session: Session, lines: Sequence[LineSpec], known: Mapping[int, Account] | None
+) -> Mapping[int, Account]:
+    if known is not None and all(ln.account_id in known for ln in lines):
+        tid = require_tenant_id()
+        if all(known[ln.account_id].tenant_id == tid for ln in lines):
+            return known
+    return _load_accounts(session, lines)
 
 
 def _load_accounts(session: Session, lines: Sequence[LineSpec]) -> dict[int, Account]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from onecard.platform.people.models import IDENTITY_CLASSES
 
@@ -45,9 +52,14 @@ class PersonCreate(_Strict):
     valid_from: date | None = None
     valid_until: date | None = None
 
+    @field_validator("identity_class")
+    @classmethod
+    def _known_class(cls, value: str) -> str:
+        check_identity_class(value)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
-        check_identity_class(self.identity_class)
         check_validity(self.valid_from, self.valid_until)
         return self
 
@@ -63,10 +75,22 @@ class PersonUpdate(_Strict):
     valid_from: date | None = None
     valid_until: date | None = None
 
+    @field_validator("name", "identity_class", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not set to null")
+        return value
+
+    @field_validator("identity_class")
+    @classmethod
+    def _known_class(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_identity_class(value)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.identity_class is not None:
-            check_identity_class(self.identity_class)
         check_validity(self.valid_from, self.valid_until)
         return self
 

@@ -230,7 +230,10 @@ def _parse_query(model: type[BaseModel] | None) -> BaseModel | None:
         return None
     try:
         return model.model_validate(args)
-    except ValidationError:
+    except ValidationError as exc:
+        unknown = [e["loc"][0] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if unknown:  # the same answer as on endpoints that take no query at all
+            raise BadRequestBody(f"unknown query parameter {unknown[0]}") from None
         raise
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -107,12 +108,15 @@ def create_tenant(call: Call) -> Any:
     tenant = tenants.create_tenant(
         call.session, body.slug, body.name, actor=call.actor, now=call.now
     )
+    # The platform administrator may provision this one operator in the tenant it just created;
+    # it holds no other permission inside the tenant.
+    provisioner = replace(call.actor, permissions=frozenset({"operators.manage"}))
     with tenant_scope(tenant.id):
         authz.create_operator(
             call.session,
             body.admin_username,
             body.admin_password,
-            actor=call.actor,
+            actor=provisioner,
             now=call.now,
             policy=state().policy,
             roles=["tenant_admin"],
