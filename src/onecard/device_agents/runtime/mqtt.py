@@ -322,6 +322,16 @@ class MqttLink:
             self.client.disconnect()
         self.loop.detach(self.client)
 
+    def go_offline(self) -> None:
+        """Lose the network and stay offline until `go_online` (a simulated outage)."""
+        self.stopped = True
+        self.cut()
+
+    def go_online(self) -> None:
+        """End an outage: reconnect now."""
+        self.attempt = 0
+        self.start()
+
     def cut(self) -> None:
         """Lose the network without a DISCONNECT (the broker publishes the last will)."""
         sock = self.client.socket()
