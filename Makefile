@@ -18,7 +18,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install-stamp
 # This machine's pip config names local package folders that may be empty; pip warns once per
 # package about each. Drop only those lines (pip's exit status still counts: pipefail).
-PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+PIP_FILTER := { grep -v -e 'is ignored: it is neither a file nor a directory' -e 'ext-modules. (in pyproject.toml) is experimental' || true; }
 
 .PHONY: help install system run test lint bench clean distclean
 
@@ -34,7 +34,10 @@ $(PY):
 
 # Re-installs the Python packages only when pyproject.toml (or the install script) changed.
 # The system step runs every time: it only asks dpkg and is silent when nothing is missing.
-$(STAMP): pyproject.toml scripts/install-system.sh | $(PY)
+# System packages come first: pip builds pyscard (libpcsclite-dev) and the TAC accelerator
+# (gcc, libssl-dev) from source.
+$(STAMP): pyproject.toml scripts/install-system.sh src/onecard/keys/_tacbatch.c | $(PY)
+	@bash scripts/install-system.sh --packages-only
 	@echo "==> pip install -e '.[dev]' into $(VENV)"
 	@$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]' 2>&1 | $(PIP_FILTER)
 	@touch $@

@@ -4,17 +4,23 @@
 #   pcscd vsmartcard-vpcd libpcsclite-dev   PC/SC daemon, virtual reader driver, headers for pyscard
 #   mosquitto mosquitto-clients             the MQTT broker the platform and the tests start
 #   chromium                                headless browser for the console tests (Playwright)
+#   gcc libssl-dev                          build onecard.keys._tacbatch (C, OpenSSL 3 libcrypto)
 #
 # Idempotent and quiet when nothing is missing: each package is checked with `dpkg -s` first,
 # `apt-get update` runs only when something must be installed. Services are never started here
 # (test fixtures and `onecard run` start what they need). Without root (and without password-less
 # sudo) it prints a warning and carries on.
 #
-# Usage: scripts/install-system.sh [VENV]        (default: .venv)
+# Usage: scripts/install-system.sh [--packages-only] [VENV]        (default: .venv)
 set -euo pipefail
 
+PACKAGES_ONLY=0
+if [[ "${1:-}" == "--packages-only" ]]; then
+    PACKAGES_ONLY=1
+    shift
+fi
 VENV="${1:-.venv}"
-PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev mosquitto mosquitto-clients chromium)
+PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev mosquitto mosquitto-clients chromium gcc libssl-dev)
 
 log() { printf 'install-system: %s\n' "$*"; }
 warn() { printf 'install-system: WARNING: %s\n' "$*" >&2; }
@@ -64,7 +70,9 @@ fi
 # pyscard has no Linux wheel: pip builds the sdist, which needs gcc, the Python headers and
 # winscard.h from libpcsclite-dev (toolchain.md §1). It is not a dependency in pyproject.toml
 # because a plain `pip install onecard` must not need a C toolchain.
-if [[ ! -x "$VENV/bin/python" ]]; then
+if ((PACKAGES_ONLY)); then
+    :
+elif [[ ! -x "$VENV/bin/python" ]]; then
     warn "no virtualenv at $VENV: skipping pyscard"
 elif ! "$VENV/bin/python" -c 'import smartcard' 2>/dev/null; then
     if [[ -e /usr/include/PCSC/winscard.h ]]; then

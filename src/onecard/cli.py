@@ -367,11 +367,12 @@ def people_import(ctx: Context, file: Path, slug: str, skip_bad_rows: bool, dry_
 
 
 def _mount_groups() -> None:
-    """Attach the key-service (``onecard keys``) and emulator (``onecard card|psam``) groups."""
+    """Attach the command groups of the key service, emulators and device agents."""
+    from onecard.device_agents.agent_cli import agent_command, sim_command
     from onecard.device_agents.card_cli import card, psam
     from onecard.keys.cli import keys
 
-    for group in (keys, card, psam):
+    for group in (keys, card, psam, agent_command, sim_command):
         main.add_command(group)
 
 

@@ -179,7 +179,7 @@ def pcscd() -> Iterator[None]:
     proc = None
     if not PCSCD_SOCKET.exists():
         argv = ["pcscd", "--foreground"]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # noqa: S603
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     _wait_for(lambda: PCSCD_SOCKET.exists() and _port_open(35963) and _port_open(35964), 10,
               "pcscd and the vpcd ports 35963/35964")  # fmt: skip
     yield

@@ -46,6 +46,14 @@ from onecard.keys.hsm import (
 )
 from onecard.keys.keystore import StoredKey, read_store, write_store
 
+try:
+    from onecard.keys import _tacbatch
+except ImportError as _err:  # pragma: no cover - a broken install, not a runtime condition
+    raise ImportError(
+        "onecard.keys._tacbatch (the C TAC verifier) is not built: run `make install` "
+        "(it needs gcc and libssl-dev; then `pip install -e .` compiles it)"
+    ) from _err
+
 KEY_BYTES: Final = 16
 _ISSUER_CACHE_SIZE: Final = 4096
 _CARD_WRAP_USAGES: Final = frozenset(
@@ -222,9 +230,35 @@ class SoftHsm:
         return hmac.compare_digest(expected, mac2)
 
     def verify_tacs(self, dtk: KeyRef, checks: Sequence[TacCheck]) -> list[bool]:
-        """TAC verdicts in input order. Records are grouped by issuer-level key and then by card,
-        card keys of a group are derived in one cipher call, and each card's TAC key MACs all
-        of that card's records through one cipher context."""
+        """TAC verdicts in input order, verified in C (`onecard.keys._tacbatch`).
+
+        Records are grouped by issuer-level key (cached) and, within a group, by card; each
+        group is one call into the extension, which derives each card's DTK and TAC key once
+        and MACs that card's records with the GIL released.
+        """
+        key = self._get(dtk, KeyUsage.TAC)
+        verdicts = [False] * len(checks)
+        for prefix, by_card in _group_checks(checks, key.levels).items():
+            order = [i for indices in by_card.values() for i in indices]
+            factors = [checks[i].factors[-1] for i in order] if key.levels else None
+            try:
+                got = _tacbatch.verify(
+                    key.algorithm.value,
+                    self._issuer_key(key, prefix),
+                    factors,
+                    [checks[i].data for i in order],
+                    [checks[i].tac for i in order],
+                )
+            except ValueError as err:  # a factor or TAC of the wrong length
+                raise InvalidInput(f"TAC check: {err}") from None
+            for i, ok in zip(order, got, strict=True):
+                verdicts[i] = ok == 1
+        return verdicts
+
+    def _verify_tacs_python(self, dtk: KeyRef, checks: Sequence[TacCheck]) -> list[bool]:
+        """Pure-Python `verify_tacs` through ``cryptography``: the reference the tests compare
+        the C extension with (tests/keys/test_tacbatch.py). Not a fallback; not used in
+        production."""
         key = self._get(dtk, KeyUsage.TAC)
         verdicts = [False] * len(checks)
         for prefix, by_card in _group_checks(checks, key.levels).items():

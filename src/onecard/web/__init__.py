@@ -80,6 +80,7 @@ def _register(app: Flask) -> None:
     )
     from onecard.web.api import tenants as tenants_api
     from onecard.web.api.base import api_v1
+    from onecard.web.console import init_console
     from onecard.web.ops import install_metrics, ops
     from onecard.web.problems import register_error_handlers
 
@@ -87,6 +88,7 @@ def _register(app: Flask) -> None:
     del devices, tenants_api
     app.register_blueprint(api_v1)
     app.register_blueprint(ops)
+    init_console(app)
     register_error_handlers(app)
     install_metrics(app)
 

@@ -71,3 +71,13 @@ def test_merged_ranges_hold_the_same_seqs(pairs):
     }
     assert all(b1 + 1 < a2 for (_, b1), (a2, _) in itertools.pairwise(merged))
     assert to_ranges({s for a, b in merged for s in range(a, b + 1)}) == merged
+
+
+def test_an_ack_without_highest_covers_only_up_to_acked_upto():
+    from onecard.device_agents.protocol.codec import decode
+    from onecard.device_agents.protocol.topics import Topic
+
+    ack = decode(Topic.ACK, b'{"v":1,"epoch":"abcd","acked_upto":3,"missing":[[5,6]]}')
+
+    assert [s for s in range(1, 9) if ack_covers(ack, s)] == [1, 2, 3]
+    assert covered_ranges(ack) == [(1, 3)]

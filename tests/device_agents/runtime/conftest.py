@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import random
 import sys
@@ -23,7 +24,8 @@ def _load_double():  # type: ignore[no-untyped-def]
         spec = importlib.util.spec_from_file_location(
             name, Path(__file__).with_name("platform_double.py")
         )
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -32,6 +34,17 @@ def _load_double():  # type: ignore[no-untyped-def]
 
 double = _load_double()
 TENANT_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+
+
+@pytest.fixture
+def platform_double():
+    """The platform double module (for tests that build their own)."""
+    return double
+
+
+@pytest.fixture
+def tenant_key():
+    return TENANT_KEY
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +96,5 @@ def make_agent(broker, tmp_path):
 
     yield make
     for host in hosts:
-        try:
+        with contextlib.suppress(Exception):  # a test may have stopped it already
             host.stop()
-        except Exception:  # a test may have stopped it already
-            pass

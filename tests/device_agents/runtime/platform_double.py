@@ -76,6 +76,8 @@ class PlatformDouble:
         self.decide: Callable[[str, TapRequest], TapDecision] | None = allow_all
         self.drop_records = 0
         self.clock_offset_ms = 0
+        self.answer_time = True
+        self.retained: set[str] = set()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -93,38 +95,54 @@ class PlatformDouble:
             pytest.fail("platform double: no SUBACK from the broker")
 
     def close(self) -> None:
+        for device in self.retained:  # an empty retained payload clears the retained message
+            self.client.publish(
+                topic(device, Topic.CONFIG), b"", qos=1, retain=True
+            ).wait_for_publish(5)
         self.client.disconnect()
         self.client.loop_stop()
 
     def _on_connect(self, client, _u, _f, _rc, _p):  # type: ignore[no-untyped-def]
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe([(BRIDGE_SUBSCRIPTION, 1), (STATE_SUBSCRIPTION, 1)])
+        if self.prefix:  # one device on a shared broker: don't join anyone's "bridge" group
+            client.subscribe([(f"oc/v1/{self.prefix}/up/#", 1), (f"oc/v1/{self.prefix}/state", 1)])
+        else:
+            client.subscribe([(BRIDGE_SUBSCRIPTION, 1), (STATE_SUBSCRIPTION, 1)])
 
     # sending ------------------------------------------------------------------------------
 
     def send(self, device: str, message: object) -> None:
         kind = topic_for(message)  # type: ignore[arg-type]
+        if kind.retained:
+            self.retained.add(device)
         self.client.publish(
-            topic(device, kind), encode(message), qos=kind.qos, retain=kind.retained  # type: ignore[arg-type]
+            topic(device, kind),
+            encode(message),
+            qos=kind.qos,
+            retain=kind.retained,  # type: ignore[arg-type]
         )
 
     def add_list_version(self, name: str, add: tuple[int, ...], remove: tuple[int, ...] = ()):
         """A new list version (kept for devices that say hello later); returns the delta."""
         with self.lock:
             history = self.lists[name]
-            delta = ListDelta(list=name, from_=len(history), to=len(history) + 1, add=add, remove=remove)
+            delta = ListDelta(
+                list=name, from_=len(history), to=len(history) + 1, add=add, remove=remove
+            )
             history.append(delta)
         return delta
 
     def ack(self, device: str, epoch: str) -> None:
         with self.lock:
-            message = compute_ack(epoch, self.stored[(device, epoch)], gone=self.gone[(device, epoch)])
+            message = compute_ack(
+                epoch, self.stored[(device, epoch)], gone=self.gone[(device, epoch)]
+            )
         self.send(device, message)
 
     # receiving ----------------------------------------------------------------------------
 
     def _on_message(self, _c, _u, msg):  # type: ignore[no-untyped-def]
-        if self.prefix and f"/{self.prefix}" not in msg.topic:
+        if not msg.payload:  # a retained message being cleared, not a device message
             return
         try:
             validate_message(msg.topic, msg.payload)
@@ -149,7 +167,7 @@ class PlatformDouble:
             self._hello(device, message)
         elif isinstance(message, TapRequest) and self.decide is not None:
             self.send(device, self.decide(device, message))
-        elif isinstance(message, TimeRequest):
+        elif isinstance(message, TimeRequest) and self.answer_time:
             now = time.time_ns() // 1_000_000 + self.clock_offset_ms
             self.send(device, TimeResponse(t0=message.t0, t1=now, t2=now))
 
@@ -183,8 +201,15 @@ class PlatformDouble:
     # reading ------------------------------------------------------------------------------
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Wait for ``predicate`` (re-checked on every platform event and every 10 ms)."""
+        deadline = time.monotonic() + timeout
         with self.lock:
-            return self.lock.wait_for(predicate, timeout)
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.lock.wait(min(left, 0.01))
+            return True
 
     def records_of(self, device: str) -> list[Record]:
         with self.lock:

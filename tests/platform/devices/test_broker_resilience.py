@@ -99,13 +99,20 @@ def _bridge_process(
     ]
     if broker.tls_ca:
         cmd += ["--tls-ca", broker.tls_ca]
-    return subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=open(cwd / f"{client_id}.log", "ab"),
-    )
+    with open(cwd / f"{client_id}.log", "ab") as log:
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _until_served(dev: Any, hello: dict[str, Any]) -> None:
+    """Say hello until the freshly started bridge process has subscribed and answers."""
+    deadline = time.monotonic() + 60
+    while True:
+        dev.send("up/hello", hello)
+        try:
+            dev.expect("down/ack", timeout=1.0)
+            return
+        except AssertionError:
+            assert time.monotonic() < deadline, "bridge process never answered"
 
 
 def test_sigkilled_bridge_process_loses_and_duplicates_nothing(
@@ -118,8 +125,7 @@ def test_sigkilled_bridge_process_loses_and_duplicates_nothing(
         dev = f.connect(next(iter(f.passwords)))
         dev.send("state", b"online", retain=True)
         hello = {"kind": "pos", "epoch": 7, "seq": 0, "lists": {}, "config_version": 0}
-        dev.send("up/hello", hello)
-        dev.expect("down/ack", timeout=60)  # the process is up and serving
+        _until_served(dev, hello)
         batches = [
             {"epoch": 7, "records": [rec(s) for s in range(n * 10 + 1, n * 10 + 11)]}
             for n in range(20)

@@ -64,7 +64,7 @@ def ack_covers(ack: Ack, seq: int) -> bool:
     """True if ``ack`` says the platform holds ``seq`` (the device may delete it)."""
     if seq <= ack.acked_upto:
         return True
-    if seq > ack.highest:
+    if seq > ack.upper:
         return False
     return not any(first <= seq <= last for first, last in ack.missing)
 
@@ -74,9 +74,11 @@ def covered_ranges(ack: Ack) -> list[SeqRange]:
     out: list[SeqRange] = [(1, ack.acked_upto)] if ack.acked_upto else []
     cursor = ack.acked_upto + 1
     for first, last in sorted(ack.missing):
+        if first > ack.upper:
+            break
         if first > cursor:
             out.append((cursor, first - 1))
         cursor = last + 1
-    if cursor <= ack.highest:
-        out.append((cursor, ack.highest))
+    if cursor <= ack.upper:
+        out.append((cursor, ack.upper))
     return merge_ranges(out)

@@ -223,22 +223,30 @@ class Ack(Message):
     """``down/ack``: what the platform holds of ``epoch``.
 
     Covered (the device may delete): every ``seq <= acked_upto``, and every seq in
-    ``(acked_upto, highest]`` that lies in no ``missing`` range. ``missing`` lists the gaps
-    the device should resend (or declare ``gone``).
+    ``(acked_upto, highest]`` that lies in no ``missing`` range (without ``highest``: only
+    ``seq <= acked_upto``). ``missing`` lists the gaps the device should resend (or declare
+    ``gone``).
     """
 
     epoch: Epoch
     acked_upto: Count
-    highest: Count = Field(description="highest seq held (>= acked_upto)")
+    highest: Count | None = Field(
+        default=None, description="highest seq held (>= acked_upto); absent: acked_upto"
+    )
     missing: tuple[SeqRange, ...] = Field(default=(), max_length=1000)
     rejected: tuple[RejectedRecord, ...] = Field(default=(), max_length=MAX_RECORDS_PER_BATCH)
 
+    @property
+    def upper(self) -> int:
+        """The highest seq this ack speaks for (``highest``, or ``acked_upto`` without it)."""
+        return self.acked_upto if self.highest is None else self.highest
+
     @model_validator(mode="after")
     def _ranges_inside(self) -> Ack:
-        if self.highest < self.acked_upto:
+        if self.upper < self.acked_upto:
             raise ValueError("highest >= acked_upto")
         for first, last in self.missing:
-            if first <= self.acked_upto or last > self.highest:
+            if first <= self.acked_upto or (self.highest is not None and last > self.highest):
                 raise ValueError("missing ranges lie in (acked_upto, highest]")
         return self
 

@@ -159,6 +159,7 @@ class _Session:
     sent_upto: int = 0
     inflight: dict[int, float] = field(default_factory=dict)
     time_t0: int | None = None
+    more: bool = True
 
 
 class Agent:
@@ -250,6 +251,10 @@ class Agent:
             pending = self._pending.pop(req_id)
             self._decide_offline(pending.presented, pending.done, req_id)
 
+    def drop_pending(self) -> None:
+        """Forget taps waiting for an answer (the device lost power mid-tap)."""
+        self._pending.clear()
+
     def _hello(self) -> Hello:
         return Hello(
             kind=self.settings.kind,
@@ -265,7 +270,11 @@ class Agent:
         )
 
     def on_message(self, name: str, payload: bytes) -> None:
-        """A message arrived on ``name``; malformed ones are counted and logged, never raised."""
+        """A message arrived on ``name``; malformed ones are counted and logged, never raised.
+
+        An empty payload (a retained message being cleared) is ignored."""
+        if not payload:
+            return
         try:
             device, kind = parse_topic(name)
             if device != self.settings.device_id or kind.upward:
@@ -295,10 +304,11 @@ class Agent:
             return
         session = self._session
         if not session.uploading and now >= session.hello_deadline:
-            session.uploading = True
+            session.uploading = session.more = True
         if any(now >= deadline for deadline in session.inflight.values()):
             session.inflight.clear()
             session.sent_upto = 0
+            session.more = True
         self.pump()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.settings.heartbeat_s
@@ -390,6 +400,7 @@ class Agent:
         fields.setdefault("list_versions", self.store.list_versions())
         record = self.store.append_record(dict(fields), spend_key=spend_key)
         self.counters.records_created += 1
+        self._session.more = True
         self.pump()
         return record
 
@@ -398,11 +409,12 @@ class Agent:
     def pump(self) -> None:
         """Upload stored records not yet sent in this session, keeping a few batches in flight."""
         session = self._session
-        if not (self.online and session.uploading):
+        if not (self.online and session.uploading and session.more):
             return
         while len(session.inflight) < self.settings.max_inflight:
             batch = self.store.records(after=session.sent_upto, limit=self.settings.batch_size)
             if not batch:
+                session.more = False
                 return
             self._send_records(batch)
             session.sent_upto = batch[-1].seq
@@ -422,11 +434,12 @@ class Agent:
                 self.send(Topic.RECORDS, RecordsBatch(epoch=ack.epoch, gone=ack.missing))
             return
         self.counters.records_acked += self.store.delete_covered(ack)
-        for last in [s for s in session.inflight if s <= ack.highest]:
+        for last in [s for s in session.inflight if s <= ack.upper]:
             del session.inflight[last]
         if ack.missing:
             self._resend(ack.missing)
         session.uploading = True
+        session.more = True
         self.pump()
 
     def _resend(self, missing: tuple[tuple[int, int], ...]) -> None:
@@ -446,6 +459,7 @@ class Agent:
         """Send every unacknowledged record again (command ``resend_records``)."""
         self._session.sent_upto = 0
         self._session.inflight.clear()
+        self._session.more = True
         self.pump()
 
     # clock and health ---------------------------------------------------------------------

@@ -141,6 +141,9 @@ class NetLoop:
         self.call_soon(lambda: None)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def _run(self) -> None:
         next_tick = next_misc = self.monotonic()
@@ -331,6 +334,16 @@ class MqttLink:
         """End an outage: reconnect now."""
         self.attempt = 0
         self.start()
+
+    def retire(self) -> None:
+        """Die without a word (power loss): cut the network, never call the agent again."""
+        self.stopped = True
+        self.connected = False
+        self.client.on_connect = None
+        self.client.on_disconnect = None
+        self.client.on_message = None
+        self.cut()
+        self.loop.detach(self.client)
 
     def cut(self) -> None:
         """Lose the network without a DISCONNECT (the broker publishes the last will)."""

@@ -65,10 +65,10 @@ class PrivateMosquitto:
         self.folder.mkdir(parents=True, exist_ok=True)
         conf = self.folder / "mosquitto.conf"
         conf.write_text(CONF.format(port=self.port), encoding="utf-8")
-        log = open(self.folder / "mosquitto.log", "ab")  # noqa: SIM115 - child keeps it
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, generated config
-            [self.binary, "-c", str(conf)], stdout=log, stderr=log
-        )
+        with open(self.folder / "mosquitto.log", "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, generated config
+                [self.binary, "-c", str(conf)], stdout=log, stderr=log
+            )
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -1,0 +1,697 @@
+"""Canteen services: set-up (merchants, POS, meal periods, rules, menu), online sales, the
+cashier's refund of the last sale, and the decision on a tap that reaches the platform tap flow.
+
+Plain functions: the caller's session, domain objects, keyword-only ``actor`` and ``now``; they
+never commit. Decisions come from :mod:`onecard.modules.canteen.rules`, the same code the POS
+runs offline. Money moves only through the platform ledger (``charge`` spends the subsidy purse
+before the cash purse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from onecard.modules.canteen import rules
+from onecard.modules.canteen.models import (
+    HolderRuleRow,
+    MealPeriodRow,
+    Merchant,
+    MenuItemRow,
+    OfflineAllowanceRow,
+    Pos,
+    Refund,
+    Sale,
+    Settlement,
+)
+from onecard.modules.canteen.rules import CanteenReason, Mode
+from onecard.platform.actors import Actor
+from onecard.platform.audit.record import record
+from onecard.platform.cards.models import Card, CardStatus
+from onecard.platform.db.tenancy import get_scoped, require_tenant_id
+from onecard.platform.devices.models import Device
+from onecard.platform.devices.taps import TapDecision, TapRequest
+from onecard.platform.errors import Conflict, InsufficientFunds, NotFound, ValidationFailed
+from onecard.platform.ledger.accounts import AccountTemplate, open_account
+from onecard.platform.ledger.models import Account, AccountType, Balance, Entry, Line
+from onecard.platform.ledger.operations import PURSE, SUBSIDY, charge
+from onecard.platform.ledger.posting import LineSpec, PostingRequest, find_by_key, reverse
+from onecard.platform.people.models import Person
+from onecard.platform.tenants.models import Site
+
+KEY = "canteen"
+MERCHANT_KIND = "canteen.merchant"
+MERCHANT_ACCOUNT = AccountTemplate(
+    MERCHANT_KIND, AccountType.LIABILITY, "Liabilities:Merchants:{owner_id}", "Merchant", None
+)
+MEAL_CODE = "canteen.meal"
+DEFAULT_RULE = rules.HolderRule()
+
+
+# --- set-up ----------------------------------------------------------------------------------
+
+
+def create_merchant(
+    session: Session, code: str, name: str, site: Site, *, actor: Actor, now: datetime
+) -> Merchant:
+    """Add a merchant at ``site`` with its own liability account (what the tenant owes it)."""
+    actor.ensure("canteen.manage")
+    if session.scalar(select(Merchant.id).where(Merchant.code == code)) is not None:
+        raise Conflict(f"merchant {code} already exists", field="code")
+    account = open_account(
+        session,
+        MERCHANT_ACCOUNT,
+        now=now,
+        code=f"Liabilities:Merchants:Canteen:{code}",
+        name=f"Canteen merchant {name}",
+    )
+    merchant = Merchant(
+        code=code, name=name, site_id=site.id, account_id=account.id, created_at=now
+    )
+    session.add(merchant)
+    session.flush()
+    account.owner_type, account.owner_id = "canteen_merchant", merchant.id
+    audit_event(session, "canteen.merchant.created", merchant.id, {"code": code}, actor, now)
+    return merchant
+
+
+def add_pos(
+    session: Session,
+    merchant: Merchant,
+    device: Device,
+    *,
+    mode: Mode,
+    actor: Actor,
+    now: datetime,
+    fixed_prices: dict[str, int] | None = None,
+    offline_enabled: bool = True,
+) -> Pos:
+    """Bind a platform device of kind ``pos`` (module ``canteen``) to ``merchant``."""
+    actor.ensure("canteen.manage")
+    if device.kind != "pos" or device.module != KEY:
+        raise ValidationFailed("a canteen POS must be a 'pos' device of module 'canteen'")
+    if device.site_id not in (None, merchant.site_id):
+        raise ValidationFailed("the POS and its merchant must be at the same site")
+    prices = dict(fixed_prices or {})
+    if mode is Mode.FIXED and not prices:
+        raise ValidationFailed("a fixed-amount POS needs a price per meal period")
+    pos = Pos(
+        device_pk=device.id,
+        device_id=device.device_id,
+        merchant_id=merchant.id,
+        mode=mode.value,
+        fixed_prices=prices,
+        offline_enabled=offline_enabled,
+        created_at=now,
+    )
+    session.add(pos)
+    session.flush()
+    audit_event(session, "canteen.pos.added", pos.id, {"device": device.device_id}, actor, now)
+    return pos
+
+
+def set_meal_periods(
+    session: Session,
+    site: Site,
+    periods: Sequence[rules.MealPeriod],
+    *,
+    actor: Actor,
+    now: datetime,
+) -> list[MealPeriodRow]:
+    """Replace the meal periods of ``site`` (wall times in the site's zone)."""
+    actor.ensure("canteen.manage")
+    for row in session.scalars(select(MealPeriodRow).where(MealPeriodRow.site_id == site.id)):
+        session.delete(row)
+    session.flush()
+    rows = [
+        MealPeriodRow(site_id=site.id, key=p.key, starts=_hhmm(p.starts), ends=_hhmm(p.ends))
+        for p in periods
+    ]
+    session.add_all(rows)
+    session.flush()
+    data = {"periods": [[r.key, r.starts, r.ends] for r in rows]}
+    audit_event(session, "canteen.meal_periods.set", site.id, data, actor, now, obj="site")
+    return rows
+
+
+def set_rule(
+    session: Session,
+    identity_class: str,
+    rule: rules.HolderRule,
+    *,
+    actor: Actor,
+    now: datetime,
+    offline: rules.Allowance | None = None,
+) -> HolderRuleRow:
+    """Set discount, limits, PIN threshold and offline allowance for an identity class."""
+    actor.ensure("canteen.manage")
+    if not 0 < rule.rate_bp <= rules.FULL_RATE_BP:
+        raise ValidationFailed("rate_bp must be between 1 and 10000", field="rate_bp")
+    row = session.scalar(
+        select(HolderRuleRow).where(HolderRuleRow.identity_class == identity_class)
+    )
+    if row is None:
+        row = HolderRuleRow(identity_class=identity_class, updated_at=now)
+        session.add(row)
+    row.rate_bp, row.meals_per_period = rule.rate_bp, rule.meals_per_period
+    row.per_meal_limit_fen, row.per_day_limit_fen = rule.per_meal_limit_fen, rule.per_day_limit_fen
+    row.pin_threshold_fen, row.updated_at = rule.pin_threshold_fen, now
+    row.offline_amount_fen = offline.amount_fen if offline else 0
+    row.offline_count = offline.count if offline else 0
+    session.flush()
+    data = {"identity_class": identity_class, "rule": rule.__dict__, "offline": offline}
+    audit_event(session, "canteen.rule.set", row.id, data, actor, now, obj="canteen_rule")
+    return row
+
+
+def set_card_allowance(
+    session: Session, card: Card, allowance: rules.Allowance, *, actor: Actor, now: datetime
+) -> OfflineAllowanceRow:
+    """Override the daily offline allowance of one card."""
+    actor.ensure("canteen.manage")
+    row = session.scalar(select(OfflineAllowanceRow).where(OfflineAllowanceRow.card_id == card.id))
+    if row is None:
+        row = OfflineAllowanceRow(card_id=card.id, amount_fen=0, count=0, updated_at=now)
+        session.add(row)
+    row.amount_fen, row.count, row.updated_at = allowance.amount_fen, allowance.count, now
+    session.flush()
+    data = {"card_id": card.id, "amount_fen": allowance.amount_fen, "count": allowance.count}
+    audit_event(session, "canteen.allowance.set", row.id, data, actor, now, obj="card")
+    return row
+
+
+def add_menu_item(
+    session: Session,
+    merchant: Merchant,
+    code: str,
+    name: str,
+    price_fen: int,
+    *,
+    actor: Actor,
+    now: datetime,
+) -> MenuItemRow:
+    """Add a priced dish to a merchant's menu."""
+    actor.ensure("canteen.manage")
+    if isinstance(price_fen, bool) or not 0 < price_fen <= rules.MAX_SALE_FEN:
+        raise ValidationFailed("price_fen out of range", field="price_fen")
+    item = MenuItemRow(merchant_id=merchant.id, code=code, name=name, price_fen=price_fen)
+    session.add(item)
+    session.flush()
+    data = {"merchant_id": merchant.id, "code": code, "price_fen": price_fen}
+    audit_event(session, "canteen.menu.item_added", item.id, data, actor, now, obj="menu_item")
+    return item
+
+
+# --- what a decision needs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaleContext:
+    """Everything the rules need about one holder at one POS at one instant."""
+
+    merchant: Merchant
+    zone: str
+    period: rules.MealPeriod | None
+    day: date
+    rule: rules.HolderRule
+    usage: rules.Usage
+
+
+def context_for(session: Session, pos: Pos, person_id: int | None, at: datetime) -> SaleContext:
+    """Merchant, site zone, meal period, business day, holder rule and usage at ``at``."""
+    merchant = get_or_raise(session, Merchant, pos.merchant_id)
+    site = get_or_raise(session, Site, merchant.site_id)
+    period = rules.meal_period_at(periods_of(session, site.id), at, site.timezone)
+    day = (
+        rules.period_day(period, at, site.timezone)
+        if period
+        else rules.local_day(at, site.timezone)
+    )
+    rule = holder_rule(session, person_id)
+    usage = usage_of(session, person_id, day, period.key if period else None)
+    return SaleContext(merchant, site.timezone, period, day, rule, usage)
+
+
+def periods_of(session: Session, site_id: int) -> list[rules.MealPeriod]:
+    """The meal periods of a site, earliest first."""
+    rows = session.scalars(
+        select(MealPeriodRow).where(MealPeriodRow.site_id == site_id).order_by(MealPeriodRow.starts)
+    )
+    return [rules.MealPeriod(r.key, time.fromisoformat(r.starts), time.fromisoformat(r.ends)) for r in rows]
+
+
+def holder_rule(session: Session, person_id: int | None) -> rules.HolderRule:
+    """The rule of the person's identity class (full price, no limits when none is set)."""
+    row = _rule_row(session, person_id)
+    if row is None:
+        return DEFAULT_RULE
+    return rules.HolderRule(
+        rate_bp=row.rate_bp,
+        per_meal_limit_fen=row.per_meal_limit_fen,
+        per_day_limit_fen=row.per_day_limit_fen,
+        meals_per_period=row.meals_per_period,
+        pin_threshold_fen=row.pin_threshold_fen,
+    )
+
+
+def offline_allowance(session: Session, card: Card | None) -> rules.Allowance | None:
+    """The card's daily offline allowance: its own override, else its class's; ``None``: none."""
+    if card is None:
+        return None
+    own = session.scalar(select(OfflineAllowanceRow).where(OfflineAllowanceRow.card_id == card.id))
+    if own is not None:
+        return rules.Allowance(own.amount_fen, own.count)
+    row = _rule_row(session, card.person_id)
+    if row is None or row.offline_count <= 0:
+        return None
+    return rules.Allowance(row.offline_amount_fen, row.offline_count)
+
+
+def _rule_row(session: Session, person_id: int | None) -> HolderRuleRow | None:
+    if person_id is None:
+        return None
+    cls = session.scalar(select(Person.identity_class).where(Person.id == person_id))
+    return session.scalar(select(HolderRuleRow).where(HolderRuleRow.identity_class == cls))
+
+
+def live_sales(session: Session) -> Any:
+    """``select(Sale)`` of sales that were not refunded."""
+    refunded = select(Refund.sale_id)
+    return select(Sale).where(Sale.id.not_in(refunded))
+
+
+def usage_of(session: Session, person_id: int | None, day: date, period: str | None) -> rules.Usage:
+    """Count and amount of the holder's unrefunded sales on ``day`` and in ``period`` of it."""
+    if person_id is None:
+        return rules.Usage()
+    sales = session.scalars(
+        live_sales(session).where(Sale.person_id == person_id, Sale.business_day == day)
+    ).all()
+    in_period = [s for s in sales if period is not None and s.period == period]
+    return rules.Usage(
+        period_count=len(in_period),
+        period_fen=sum(s.amount_fen for s in in_period),
+        day_count=len(sales),
+        day_fen=sum(s.amount_fen for s in sales),
+    )
+
+
+def price_of(
+    session: Session,
+    pos: Pos,
+    period: rules.MealPeriod | None,
+    *,
+    list_fen: int | None,
+    items: Sequence[tuple[str, int]] = (),
+) -> int | None:
+    """The list price of a sale by the POS's mode; ``None`` when it cannot be priced."""
+    mode = Mode(pos.mode)
+    if mode is Mode.FIXED:
+        return int(pos.fixed_prices[period.key]) if period and period.key in pos.fixed_prices else None
+    if mode is Mode.FREE:
+        return list_fen
+    if not items:
+        return list_fen  # the POS priced the dishes itself (online tap: only the total travels)
+    prices = dict(
+        session.execute(
+            select(MenuItemRow.code, MenuItemRow.price_fen).where(
+                MenuItemRow.merchant_id == pos.merchant_id, MenuItemRow.active.is_(True)
+            )
+        ).tuples()
+    )
+    return rules.menu_total(prices, items)
+
+
+def card_reason(card: Card, now: datetime) -> CanteenReason | None:
+    """The card is blacklisted (not active) or expired: no sale, online or offline."""
+    if card.status != CardStatus.ACTIVE.value:
+        return CanteenReason.CARD_BLACKLISTED
+    if card.expires_at is not None and card.expires_at <= now:
+        return CanteenReason.CARD_BLACKLISTED
+    return None
+
+
+# --- online sale -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaleRequest:
+    """What the POS sends for an online sale. ``request_id`` is unique per POS request."""
+
+    request_id: str
+    list_fen: int | None = None  # free mode (or a menu total the POS computed)
+    items: tuple[tuple[str, int], ...] = ()  # menu mode: (item code, quantity)
+    pin_verified: bool = False
+
+
+@dataclass(frozen=True)
+class SaleResult:
+    """The answer to the POS: the verdict and, when allowed, the recorded sale."""
+
+    allow: bool
+    reason: CanteenReason
+    sale_id: int | None = None
+    amount_fen: int = 0
+    discount_fen: int = 0
+    subsidy_fen: int = 0
+    purse_fen: int = 0
+    replayed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def code(self) -> str:
+        """The protocol reason code."""
+        return rules.PROTOCOL_REASON[self.reason].value
+
+
+def sell(
+    session: Session, pos: Pos, card: Card, request: SaleRequest, *, actor: Actor, now: datetime
+) -> SaleResult:
+    """Decide and record an online sale; the ledger spends the subsidy purse first."""
+    actor.ensure("canteen.sell")
+    key = f"sell:{pos.device_id}:{request.request_id}"
+    earlier = session.scalar(select(Sale).where(Sale.key == key))
+    if earlier is not None:
+        return _result(earlier, replayed=True)
+    blocked = card_reason(card, now)
+    if blocked is not None:
+        return SaleResult(False, blocked)
+    ctx = context_for(session, pos, card.person_id, now)
+    list_fen = price_of(session, pos, ctx.period, list_fen=request.list_fen, items=request.items)
+    verdict = rules.decide_sale(
+        ctx.rule,
+        ctx.usage,
+        mode=Mode(pos.mode),
+        list_fen=list_fen,
+        period=ctx.period,
+        pin_verified=request.pin_verified,
+    )
+    if not verdict.allow:
+        return SaleResult(False, verdict.reason, amount_fen=verdict.amount_fen)
+    merchant_account = get_or_raise(session, Account, ctx.merchant.account_id)
+    try:
+        with session.begin_nested():
+            entry = charge(
+                session,
+                card.person_id,
+                merchant_account,
+                verdict.amount_fen,
+                actor=actor,
+                now=now,
+                code=MEAL_CODE,
+                idempotency_key=f"canteen:{key}",
+                occurred_at=now,
+            )
+    except InsufficientFunds:
+        return SaleResult(False, CanteenReason.INSUFFICIENT_FUNDS, amount_fen=verdict.amount_fen)
+    split = entry_split(session, entry.id)
+    sale = record_sale(
+        session, pos, card, ctx, verdict, split, key=key, entry_id=entry.id, items=request.items,
+        source="online", occurred_at=now, now=now, actor=actor,
+    )  # fmt: skip
+    return _result(sale)
+
+
+def entry_split(session: Session, entry_id: int) -> dict[str, int]:
+    """Fen the entry took from each holder purse kind and from receivables."""
+    rows = session.execute(
+        select(Account.kind, func.sum(Line.amount_fen))
+        .join(Line, Line.account_id == Account.id)
+        .where(Line.entry_id == entry_id, Line.amount_fen > 0)
+        .group_by(Account.kind)
+    ).tuples()
+    return {kind: int(total) for kind, total in rows}
+
+
+def record_sale(
+    session: Session,
+    pos: Pos,
+    card: Card | None,
+    ctx: SaleContext,
+    verdict: rules.Verdict,
+    split: dict[str, int],
+    *,
+    key: str,
+    entry_id: int | None,
+    items: Iterable[tuple[str, int]],
+    source: str,
+    occurred_at: datetime,
+    now: datetime,
+    actor: Actor,
+    card_no: str | None = None,
+    flags: Sequence[str] = (),
+    device_seq: int | None = None,
+) -> Sale:
+    sale = Sale(
+        key=key,
+        merchant_id=pos.merchant_id,
+        pos_id=pos.id,
+        card_id=card.id if card else None,
+        card_no=card.card_no if card else (card_no or ""),
+        person_id=card.person_id if card else None,
+        mode=pos.mode,
+        source=source,
+        period=verdict.period,
+        business_day=ctx.day,
+        list_fen=verdict.list_fen,
+        discount_fen=verdict.discount_fen,
+        amount_fen=verdict.amount_fen,
+        subsidy_fen=split.get(SUBSIDY, 0),
+        purse_fen=split.get(PURSE, 0),
+        receivable_fen=split.get("receivables", 0),
+        entry_id=entry_id,
+        items=[list(i) for i in items],
+        flags=list(flags),
+        device_seq=device_seq,
+        occurred_at=occurred_at,
+        recorded_at=now,
+        actor_id=actor.id,
+    )
+    session.add(sale)
+    session.flush()
+    data = {"key": key, "amount_fen": sale.amount_fen, "entry_id": entry_id, "flags": list(flags)}
+    audit_event(session, f"canteen.sale.{source}", sale.id, data, actor, now, obj="canteen_sale")
+    return sale
+
+
+def _result(sale: Sale, *, replayed: bool = False) -> SaleResult:
+    return SaleResult(
+        True,
+        CanteenReason.OK,
+        sale_id=sale.id,
+        amount_fen=sale.amount_fen,
+        discount_fen=sale.discount_fen,
+        subsidy_fen=sale.subsidy_fen,
+        purse_fen=sale.purse_fen,
+        replayed=replayed,
+    )
+
+
+# --- refund of the last sale -----------------------------------------------------------------
+
+
+def refund_last_sale(
+    session: Session, pos: Pos, *, reason: str, actor: Actor, now: datetime
+) -> Refund:
+    """The cashier takes back the POS's most recent sale: a reversal entry, audited.
+
+    Only the last sale, only once, and only before its day is settled. The reversal returns
+    each fen to where it came from (subsidy to the subsidy purse, cash to the cash purse).
+    """
+    actor.ensure("canteen.refund")
+    if not reason.strip():
+        raise ValidationFailed("a refund needs a reason", field="reason")
+    sale = session.scalar(select(Sale).where(Sale.pos_id == pos.id).order_by(Sale.id.desc()).limit(1))
+    if sale is None or sale.entry_id is None:
+        raise NotFound("this POS has no sale to refund")
+    if session.scalar(select(Refund.id).where(Refund.sale_id == sale.id)) is not None:
+        raise Conflict("the last sale was already refunded", sale_id=sale.id)
+    if _settled(session, sale.merchant_id, sale.business_day):
+        raise Conflict("the sale's day is already settled", sale_id=sale.id)
+    entry = get_or_raise(session, Entry, sale.entry_id)
+    reversal = reverse(
+        session, entry, idempotency_key=f"canteen:refund:{sale.id}", actor=actor, now=now,
+        memo=f"canteen refund: {reason}"[:500],
+    )  # fmt: skip
+    refund = Refund(
+        sale_id=sale.id,
+        pos_id=pos.id,
+        merchant_id=sale.merchant_id,
+        business_day=sale.business_day,
+        amount_fen=sale.amount_fen,
+        entry_id=reversal.id,
+        reason=reason[:200],
+        actor_id=actor.id,
+        created_at=now,
+    )
+    session.add(refund)
+    session.flush()
+    data = {"sale_id": sale.id, "amount_fen": sale.amount_fen, "reason": reason}
+    audit_event(session, "canteen.sale.refunded", refund.id, {**data, "entry_id": reversal.id}, actor, now, obj="canteen_refund")  # noqa: E501
+    return refund
+
+
+def _settled(session: Session, merchant_id: int, day: date) -> bool:
+    stmt = select(Settlement.id).where(
+        Settlement.merchant_id == merchant_id, Settlement.business_day == day
+    )
+    return session.scalar(stmt) is not None
+
+
+# --- the platform tap flow -------------------------------------------------------------------
+
+
+def pos_for_device(session: Session, device_id: str) -> Pos | None:
+    """The active POS bound to the platform device ``device_id``."""
+    return session.scalar(select(Pos).where(Pos.device_id == device_id, Pos.active.is_(True)))
+
+
+def authorize_tap(session: Session, tap: TapRequest) -> TapDecision | None:
+    """The canteen's opinion on an online tap (reads only; the platform posts the proposal).
+
+    ``None`` when the device is not a canteen terminal. The amount on the wire is the fixed
+    price's stand-in in fixed mode (ignored), the keyed-in amount in free mode, and the POS's
+    menu total in menu mode. A PIN counts as verified only when the tap says so.
+    """
+    if tap.module != KEY:
+        return None
+    pos = pos_for_device(session, tap.device_id)
+    card = get_scoped(session, Card, tap.card_id)
+    if pos is None or card is None:
+        return _tap_deny(CanteenReason.AMOUNT_INVALID, "pos_not_configured")
+    ctx = context_for(session, pos, card.person_id, tap.now)
+    list_fen = price_of(session, pos, ctx.period, list_fen=tap.amount_fen)
+    verdict = rules.decide_sale(
+        ctx.rule, ctx.usage, mode=Mode(pos.mode), list_fen=list_fen, period=ctx.period,
+        pin_verified=bool(getattr(tap, "pin_verified", False)),
+    )  # fmt: skip
+    if not verdict.allow:
+        return _tap_deny(verdict.reason)
+    lines = spend_lines(session, card.person_id, ctx.merchant.account_id, verdict.amount_fen)
+    if lines is None:
+        return _tap_deny(CanteenReason.INSUFFICIENT_FUNDS)
+    request = PostingRequest(
+        code=MEAL_CODE,
+        lines=lines,
+        idempotency_key=f"canteen:tap:{tap.device_id}:{tap.req_id}",
+        occurred_at=tap.now,
+        source=KEY,
+        reference=_tap_reference(pos, card, ctx, verdict),
+    )
+    return TapDecision(True, "OK", _display(verdict), (request,), CanteenReason.OK.value, KEY)
+
+
+def spend_lines(
+    session: Session, person_id: int, merchant_account_id: int, amount_fen: int
+) -> tuple[LineSpec, ...] | None:
+    """Subsidy-first lines for a spend, from current balances; ``None`` when they do not cover.
+
+    Read-only (a holder without accounts simply has nothing to spend). The posting locks and
+    re-checks the minimums, so a concurrent spend makes it fail rather than overdraw.
+    """
+    found = holder_balances(session, person_id)
+    subsidy_id, subsidy_fen = found.get(SUBSIDY, (None, 0))
+    purse_id, purse_fen = found.get(PURSE, (None, 0))
+    from_subsidy = min(max(subsidy_fen, 0), amount_fen)
+    from_purse = amount_fen - from_subsidy
+    if from_purse > max(purse_fen, 0):
+        return None
+    lines = [LineSpec(merchant_account_id, -amount_fen)]
+    if from_subsidy and subsidy_id is not None:
+        lines.append(LineSpec(subsidy_id, from_subsidy))
+    if from_purse and purse_id is not None:
+        lines.append(LineSpec(purse_id, from_purse))
+    return tuple(lines)
+
+
+def holder_balances(session: Session, person_id: int) -> dict[str, tuple[int, int]]:
+    rows = session.execute(
+        select(Account.id, Account.kind, Account.type, Balance.raw_fen)
+        .join(Balance, Balance.account_id == Account.id)
+        .where(
+            Account.owner_type == "person",
+            Account.owner_id == person_id,
+            Account.kind.in_((SUBSIDY, PURSE)),
+        )
+    ).tuples()
+    return {kind: (aid, raw * AccountType(typ).sign) for aid, kind, typ, raw in rows}
+
+
+def _tap_reference(
+    pos: Pos, card: Card, ctx: SaleContext, verdict: rules.Verdict
+) -> dict[str, Any]:
+    return {
+        "pos_id": pos.id,
+        "card_id": card.id,
+        "person_id": card.person_id,
+        "period": verdict.period,
+        "business_day": ctx.day.isoformat(),
+        "list_fen": verdict.list_fen,
+        "discount_fen": verdict.discount_fen,
+        "amount_fen": verdict.amount_fen,
+    }
+
+
+def record_tap_sale(session: Session, tap: TapRequest, entry_id: int, *, now: datetime) -> Sale:
+    """Record the sale of a tap the platform allowed and posted (idempotent by the tap)."""
+    key = f"tap:{tap.device_id}:{tap.req_id}"
+    earlier = session.scalar(select(Sale).where(Sale.key == key))
+    if earlier is not None:
+        return earlier
+    entry = get_or_raise(session, Entry, entry_id)
+    ref = entry.reference
+    pos = get_or_raise(session, Pos, int(ref["pos_id"]))
+    card = get_or_raise(session, Card, int(ref["card_id"]))
+    ctx = context_for(session, pos, card.person_id, entry.occurred_at)
+    verdict = rules.Verdict(
+        True, CanteenReason.OK, int(ref["list_fen"]), int(ref["discount_fen"]),
+        int(ref["amount_fen"]), ref.get("period"),
+    )  # fmt: skip
+    actor = Actor(type="device", id=tap.device_id, tenant_id=require_tenant_id())
+    return record_sale(
+        session, pos, card, ctx, verdict, entry_split(session, entry.id), key=key,
+        entry_id=entry.id, items=(), source="online", occurred_at=entry.occurred_at, now=now,
+        actor=actor,
+    )  # fmt: skip
+
+
+def _tap_deny(reason: CanteenReason, detail: str = "") -> TapDecision:
+    code = rules.PROTOCOL_REASON[reason].value
+    return TapDecision(False, code, "", (), detail or reason.value, KEY)
+
+
+def _display(verdict: rules.Verdict) -> str:
+    whole, cents = divmod(verdict.amount_fen, 100)
+    return f"-{whole}.{cents:02d}"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def get_or_raise(session: Session, cls: type[Any], ident: int) -> Any:
+    obj = get_scoped(session, cls, ident)
+    if obj is None:
+        raise NotFound(f"{cls.__name__} {ident} not found")
+    return obj
+
+
+def _hhmm(t: time) -> str:
+    return t.strftime("%H:%M")
+
+
+def audit_event(
+    session: Session,
+    type_: str,
+    object_id: object,
+    data: dict[str, Any],
+    actor: Actor,
+    now: datetime,
+    *,
+    obj: str = "canteen_merchant",
+) -> None:
+    record(session, type_, actor=actor, now=now, object_type=obj, object_id=object_id, data=data)
