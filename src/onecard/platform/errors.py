@@ -20,6 +20,9 @@ class OneCardError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        # Audit events that must be kept even though the request's transaction rolls back
+        # (security refusals): (tenant_id, type, actor, data) tuples the caller records anew.
+        self.lasting_audit: list[tuple[int, str, Any, dict[str, Any]]] = []
 
 
 class ValidationFailed(OneCardError):

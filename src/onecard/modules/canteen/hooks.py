@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from onecard.modules.canteen import services
+from onecard.modules.canteen import services, tapflow
 from onecard.platform.authz.permissions import Permission
 from onecard.platform.devices.bundles import DeviceKindSpec
 from onecard.platform.devices.taps import TapDecision
@@ -80,14 +80,14 @@ def onecard_authorize_tap(tap: Any) -> TapDecision | None:
     if session is None:  # the tap context does not (yet) hand modules a session
         log.error("canteen: tap %s arrived without a session; denied", tap.req_id)
         return TapDecision(False, "INTERNAL_ERROR", "", (), "no_session", services.KEY)
-    return services.authorize_tap(session, tap)
+    return tapflow.authorize_tap(session, tap)
 
 
 @hookimpl
 def onecard_tap_completed(tap: Any, outcome: Any) -> None:
     # Runs after commit: nothing may be written here. The canteen sale of an online tap is
     # recorded by services.record_tap_sale inside the tap's transaction, once the platform
-    # offers a hook there (see the module's README notes in services.authorize_tap).
+    # offers a hook there (see the module's README notes in tapflow.authorize_tap).
     if getattr(tap, "module", None) == services.KEY:
         log.debug("canteen tap %s: %s", tap.req_id, outcome.reason)
 

@@ -24,13 +24,13 @@ from onecard.modules.canteen.rules import CanteenReason
 from onecard.modules.canteen.services import (
     KEY,
     audit_event,
-    get_or_raise,
-    holder_balances,
-    record_sale,
     context_for,
     entry_split,
+    get_or_raise,
+    holder_balances,
     live_sales,
     offline_allowance,
+    record_sale,
     spend_lines,
 )
 from onecard.platform.actors import Actor
@@ -139,18 +139,35 @@ def _record_one(
     flags += [] if good_mac else ["bad_mac"]
     ctx = context_for(session, pos, card.person_id if card else None, occurred)
     verdict = rules.Verdict(
-        True, CanteenReason.OK, item.list_fen, item.list_fen - item.amount_fen, item.amount_fen,
+        True,
+        CanteenReason.OK,
+        item.list_fen,
+        item.list_fen - item.amount_fen,
+        item.amount_fen,
         item.period or (ctx.period.key if ctx.period else None),
-    )  # fmt: skip
+    )
     entry_id, split = None, {}
     if good_mac and item.amount_fen > 0:
         entry_id = _post_offline(session, pos, card, item, key, occurred, actor=actor, now=now)
         split = entry_split(session, entry_id)
     return record_sale(
-        session, pos, card, ctx, verdict, split, key=key, entry_id=entry_id, items=item.items,
-        source="offline", occurred_at=occurred, now=now, actor=actor, card_no=item.card_no,
-        flags=flags, device_seq=item.seq,
-    )  # fmt: skip
+        session,
+        pos,
+        card,
+        ctx,
+        verdict,
+        split,
+        key=key,
+        entry_id=entry_id,
+        items=item.items,
+        source="offline",
+        occurred_at=occurred,
+        now=now,
+        actor=actor,
+        card_no=item.card_no,
+        flags=flags,
+        device_seq=item.seq,
+    )
 
 
 def _instant(device_time: str, now: datetime) -> tuple[datetime, list[str]]:
@@ -347,7 +364,10 @@ def _collect(session: Session, case: ReconCase, *, actor: Actor, now: datetime) 
     receivables = tenant_account(session, "receivables")
     request = PostingRequest(
         code="canteen.overspend_collected",
-        lines=(LineSpec(purse.id, case.receivable_fen), LineSpec(receivables.id, -case.receivable_fen)),
+        lines=(
+            LineSpec(purse.id, case.receivable_fen),
+            LineSpec(receivables.id, -case.receivable_fen),
+        ),
         idempotency_key=f"canteen:case:{case.id}:collect",
         source=KEY,
         reference={"case_id": case.id},
@@ -384,4 +404,3 @@ def receivable_of(session: Session, person_id: int) -> int:
         )
     )
     return int(total or 0)
-

@@ -87,16 +87,28 @@ def yuan(fen: int) -> str:
     return f"{sign}¥{whole}.{cents:02d}"
 
 
-def screen(reason: CanteenReason, *, lang: str = "zh", amount_fen: int = 0, balance_fen: int | None = None) -> Screen:  # noqa: E501
+def screen(
+    reason: CanteenReason, *, lang: str = "zh", amount_fen: int = 0, balance_fen: int | None = None
+) -> Screen:
     """The display and beep for a canteen reason (server detail or local offline verdict)."""
     text = TEXTS.get(lang, TEXTS["en"])[reason]
     if reason is CanteenReason.OK:
-        tail = f" {'余额' if lang == 'zh' else 'Bal'} {yuan(balance_fen)}" if balance_fen is not None else ""
+        tail = (
+            f" {'余额' if lang == 'zh' else 'Bal'} {yuan(balance_fen)}"
+            if balance_fen is not None
+            else ""
+        )
         return Screen(text, f"{yuan(amount_fen)}{tail}", Beep.OK)
-    return Screen(text, yuan(amount_fen) if amount_fen else "", Beep.PIN if reason is CanteenReason.PIN_REQUIRED else Beep.DENY)  # noqa: E501
+    return Screen(
+        text,
+        yuan(amount_fen) if amount_fen else "",
+        Beep.PIN if reason is CanteenReason.PIN_REQUIRED else Beep.DENY,
+    )
 
 
-def screen_for_reply(reply: Mapping[str, object], *, lang: str = "zh", amount_fen: int = 0) -> Screen:
+def screen_for_reply(
+    reply: Mapping[str, object], *, lang: str = "zh", amount_fen: int = 0
+) -> Screen:
     """The display for a ``down/tap`` reply: the canteen detail when present, else the code."""
     detail = str(reply.get("detail", ""))
     try:
@@ -107,7 +119,12 @@ def screen_for_reply(reply: Mapping[str, object], *, lang: str = "zh", amount_fe
             return Screen(str(reply.get("display", code.value)), "", Beep.ERROR)
         reason = PROTOCOL_TO_CANTEEN[code]
     balance = reply.get("balance_fen")
-    return screen(reason, lang=lang, amount_fen=amount_fen, balance_fen=balance if isinstance(balance, int) else None)  # noqa: E501
+    return screen(
+        reason,
+        lang=lang,
+        amount_fen=amount_fen,
+        balance_fen=balance if isinstance(balance, int) else None,
+    )
 
 
 @dataclass
@@ -163,16 +180,24 @@ class OfflinePos:
     ) -> tuple[rules.Verdict, dict[str, object] | None, Screen]:
         """Decide a sale; when allowed, return the record to upload (with its MAC)."""
         period = rules.meal_period_at(self.periods, now, self.zone)
-        day = rules.period_day(period, now, self.zone) if period else rules.local_day(now, self.zone)
+        day = (
+            rules.period_day(period, now, self.zone) if period else rules.local_day(now, self.zone)
+        )
         usage = self.book.usage(card_no, day)
         same = period is not None and self.last_period.get(card_no) == period.key
         if not same:
             usage = rules.Usage(0, 0, usage.day_count, usage.day_fen)
         price = self._price(period, list_fen)
         verdict = rules.decide_offline(
-            rule, usage, allowance, blacklisted=card_no in self.blacklist, mode=self.mode,
-            list_fen=price, period=period, pin_verified=pin_verified,
-        )  # fmt: skip
+            rule,
+            usage,
+            allowance,
+            blacklisted=card_no in self.blacklist,
+            mode=self.mode,
+            list_fen=price,
+            period=period,
+            pin_verified=pin_verified,
+        )
         shown = screen(verdict.reason, lang=self.lang, amount_fen=verdict.amount_fen)
         if not verdict.allow:
             return verdict, None, shown
@@ -196,7 +221,12 @@ class OfflinePos:
             "list_fen": verdict.list_fen,
             "device_time": now.isoformat(),
         }
-        return {**fields, "type": "canteen.sale", "period": verdict.period, "mac": rules.record_mac(self.device_key, fields)}  # noqa: E501
+        return {
+            **fields,
+            "type": "canteen.sale",
+            "period": verdict.period,
+            "mac": rules.record_mac(self.device_key, fields),
+        }
 
     def apply_blacklist(self, add: Iterable[str], remove: Iterable[str]) -> None:
         """Apply a blacklist delta from ``down/lists``."""

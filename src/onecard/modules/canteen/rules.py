@@ -151,7 +151,9 @@ def day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def meal_period_at(periods: Iterable[MealPeriod], instant: datetime, zone: str) -> MealPeriod | None:
+def meal_period_at(
+    periods: Iterable[MealPeriod], instant: datetime, zone: str
+) -> MealPeriod | None:
     """The meal period covering ``instant`` at a site in ``zone`` (first match), else ``None``."""
     wall = local_moment(instant, zone).time().replace(tzinfo=None)
     return next((p for p in periods if p.covers(wall)), None)
@@ -246,7 +248,9 @@ def decide_offline(
     return verdict
 
 
-def allowance_breach(allowance: Allowance | None, count: int, total_fen: int) -> CanteenReason | None:
+def allowance_breach(
+    allowance: Allowance | None, count: int, total_fen: int
+) -> CanteenReason | None:
     """Which part of the offline allowance ``count`` sales totalling ``total_fen`` break."""
     if allowance is None:
         return CanteenReason.OFFLINE_DISABLED

@@ -21,8 +21,8 @@ from onecard.modules.canteen import rules
 from onecard.modules.canteen.models import (
     HolderRuleRow,
     MealPeriodRow,
-    Merchant,
     MenuItemRow,
+    Merchant,
     OfflineAllowanceRow,
     Pos,
     Refund,
@@ -33,178 +33,18 @@ from onecard.modules.canteen.rules import CanteenReason, Mode
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.cards.models import Card, CardStatus
-from onecard.platform.db.tenancy import get_scoped, require_tenant_id
-from onecard.platform.devices.models import Device
-from onecard.platform.devices.taps import TapDecision, TapRequest
+from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import Conflict, InsufficientFunds, NotFound, ValidationFailed
-from onecard.platform.ledger.accounts import AccountTemplate, open_account
 from onecard.platform.ledger.models import Account, AccountType, Balance, Entry, Line
 from onecard.platform.ledger.operations import PURSE, SUBSIDY, charge
-from onecard.platform.ledger.posting import LineSpec, PostingRequest, find_by_key, reverse
+from onecard.platform.ledger.posting import LineSpec, reverse
 from onecard.platform.people.models import Person
 from onecard.platform.tenants.models import Site
 
 KEY = "canteen"
 MERCHANT_KIND = "canteen.merchant"
-MERCHANT_ACCOUNT = AccountTemplate(
-    MERCHANT_KIND, AccountType.LIABILITY, "Liabilities:Merchants:{owner_id}", "Merchant", None
-)
 MEAL_CODE = "canteen.meal"
 DEFAULT_RULE = rules.HolderRule()
-
-
-# --- set-up ----------------------------------------------------------------------------------
-
-
-def create_merchant(
-    session: Session, code: str, name: str, site: Site, *, actor: Actor, now: datetime
-) -> Merchant:
-    """Add a merchant at ``site`` with its own liability account (what the tenant owes it)."""
-    actor.ensure("canteen.manage")
-    if session.scalar(select(Merchant.id).where(Merchant.code == code)) is not None:
-        raise Conflict(f"merchant {code} already exists", field="code")
-    account = open_account(
-        session,
-        MERCHANT_ACCOUNT,
-        now=now,
-        code=f"Liabilities:Merchants:Canteen:{code}",
-        name=f"Canteen merchant {name}",
-    )
-    merchant = Merchant(
-        code=code, name=name, site_id=site.id, account_id=account.id, created_at=now
-    )
-    session.add(merchant)
-    session.flush()
-    account.owner_type, account.owner_id = "canteen_merchant", merchant.id
-    audit_event(session, "canteen.merchant.created", merchant.id, {"code": code}, actor, now)
-    return merchant
-
-
-def add_pos(
-    session: Session,
-    merchant: Merchant,
-    device: Device,
-    *,
-    mode: Mode,
-    actor: Actor,
-    now: datetime,
-    fixed_prices: dict[str, int] | None = None,
-    offline_enabled: bool = True,
-) -> Pos:
-    """Bind a platform device of kind ``pos`` (module ``canteen``) to ``merchant``."""
-    actor.ensure("canteen.manage")
-    if device.kind != "pos" or device.module != KEY:
-        raise ValidationFailed("a canteen POS must be a 'pos' device of module 'canteen'")
-    if device.site_id not in (None, merchant.site_id):
-        raise ValidationFailed("the POS and its merchant must be at the same site")
-    prices = dict(fixed_prices or {})
-    if mode is Mode.FIXED and not prices:
-        raise ValidationFailed("a fixed-amount POS needs a price per meal period")
-    pos = Pos(
-        device_pk=device.id,
-        device_id=device.device_id,
-        merchant_id=merchant.id,
-        mode=mode.value,
-        fixed_prices=prices,
-        offline_enabled=offline_enabled,
-        created_at=now,
-    )
-    session.add(pos)
-    session.flush()
-    audit_event(session, "canteen.pos.added", pos.id, {"device": device.device_id}, actor, now)
-    return pos
-
-
-def set_meal_periods(
-    session: Session,
-    site: Site,
-    periods: Sequence[rules.MealPeriod],
-    *,
-    actor: Actor,
-    now: datetime,
-) -> list[MealPeriodRow]:
-    """Replace the meal periods of ``site`` (wall times in the site's zone)."""
-    actor.ensure("canteen.manage")
-    for row in session.scalars(select(MealPeriodRow).where(MealPeriodRow.site_id == site.id)):
-        session.delete(row)
-    session.flush()
-    rows = [
-        MealPeriodRow(site_id=site.id, key=p.key, starts=_hhmm(p.starts), ends=_hhmm(p.ends))
-        for p in periods
-    ]
-    session.add_all(rows)
-    session.flush()
-    data = {"periods": [[r.key, r.starts, r.ends] for r in rows]}
-    audit_event(session, "canteen.meal_periods.set", site.id, data, actor, now, obj="site")
-    return rows
-
-
-def set_rule(
-    session: Session,
-    identity_class: str,
-    rule: rules.HolderRule,
-    *,
-    actor: Actor,
-    now: datetime,
-    offline: rules.Allowance | None = None,
-) -> HolderRuleRow:
-    """Set discount, limits, PIN threshold and offline allowance for an identity class."""
-    actor.ensure("canteen.manage")
-    if not 0 < rule.rate_bp <= rules.FULL_RATE_BP:
-        raise ValidationFailed("rate_bp must be between 1 and 10000", field="rate_bp")
-    row = session.scalar(
-        select(HolderRuleRow).where(HolderRuleRow.identity_class == identity_class)
-    )
-    if row is None:
-        row = HolderRuleRow(identity_class=identity_class, updated_at=now)
-        session.add(row)
-    row.rate_bp, row.meals_per_period = rule.rate_bp, rule.meals_per_period
-    row.per_meal_limit_fen, row.per_day_limit_fen = rule.per_meal_limit_fen, rule.per_day_limit_fen
-    row.pin_threshold_fen, row.updated_at = rule.pin_threshold_fen, now
-    row.offline_amount_fen = offline.amount_fen if offline else 0
-    row.offline_count = offline.count if offline else 0
-    session.flush()
-    data = {"identity_class": identity_class, "rule": rule.__dict__, "offline": offline}
-    audit_event(session, "canteen.rule.set", row.id, data, actor, now, obj="canteen_rule")
-    return row
-
-
-def set_card_allowance(
-    session: Session, card: Card, allowance: rules.Allowance, *, actor: Actor, now: datetime
-) -> OfflineAllowanceRow:
-    """Override the daily offline allowance of one card."""
-    actor.ensure("canteen.manage")
-    row = session.scalar(select(OfflineAllowanceRow).where(OfflineAllowanceRow.card_id == card.id))
-    if row is None:
-        row = OfflineAllowanceRow(card_id=card.id, amount_fen=0, count=0, updated_at=now)
-        session.add(row)
-    row.amount_fen, row.count, row.updated_at = allowance.amount_fen, allowance.count, now
-    session.flush()
-    data = {"card_id": card.id, "amount_fen": allowance.amount_fen, "count": allowance.count}
-    audit_event(session, "canteen.allowance.set", row.id, data, actor, now, obj="card")
-    return row
-
-
-def add_menu_item(
-    session: Session,
-    merchant: Merchant,
-    code: str,
-    name: str,
-    price_fen: int,
-    *,
-    actor: Actor,
-    now: datetime,
-) -> MenuItemRow:
-    """Add a priced dish to a merchant's menu."""
-    actor.ensure("canteen.manage")
-    if isinstance(price_fen, bool) or not 0 < price_fen <= rules.MAX_SALE_FEN:
-        raise ValidationFailed("price_fen out of range", field="price_fen")
-    item = MenuItemRow(merchant_id=merchant.id, code=code, name=name, price_fen=price_fen)
-    session.add(item)
-    session.flush()
-    data = {"merchant_id": merchant.id, "code": code, "price_fen": price_fen}
-    audit_event(session, "canteen.menu.item_added", item.id, data, actor, now, obj="menu_item")
-    return item
 
 
 # --- what a decision needs -------------------------------------------------------------------
@@ -242,7 +82,10 @@ def periods_of(session: Session, site_id: int) -> list[rules.MealPeriod]:
     rows = session.scalars(
         select(MealPeriodRow).where(MealPeriodRow.site_id == site_id).order_by(MealPeriodRow.starts)
     )
-    return [rules.MealPeriod(r.key, time.fromisoformat(r.starts), time.fromisoformat(r.ends)) for r in rows]
+    return [
+        rules.MealPeriod(r.key, time.fromisoformat(r.starts), time.fromisoformat(r.ends))
+        for r in rows
+    ]
 
 
 def holder_rule(session: Session, person_id: int | None) -> rules.HolderRule:
@@ -312,7 +155,9 @@ def price_of(
     """The list price of a sale by the POS's mode; ``None`` when it cannot be priced."""
     mode = Mode(pos.mode)
     if mode is Mode.FIXED:
-        return int(pos.fixed_prices[period.key]) if period and period.key in pos.fixed_prices else None
+        return (
+            int(pos.fixed_prices[period.key]) if period and period.key in pos.fixed_prices else None
+        )
     if mode is Mode.FREE:
         return list_fen
     if not items:
@@ -411,9 +256,20 @@ def sell(
         return SaleResult(False, CanteenReason.INSUFFICIENT_FUNDS, amount_fen=verdict.amount_fen)
     split = entry_split(session, entry.id)
     sale = record_sale(
-        session, pos, card, ctx, verdict, split, key=key, entry_id=entry.id, items=request.items,
-        source="online", occurred_at=now, now=now, actor=actor,
-    )  # fmt: skip
+        session,
+        pos,
+        card,
+        ctx,
+        verdict,
+        split,
+        key=key,
+        entry_id=entry.id,
+        items=request.items,
+        source="online",
+        occurred_at=now,
+        now=now,
+        actor=actor,
+    )
     return _result(sale)
 
 
@@ -506,7 +362,9 @@ def refund_last_sale(
     actor.ensure("canteen.refund")
     if not reason.strip():
         raise ValidationFailed("a refund needs a reason", field="reason")
-    sale = session.scalar(select(Sale).where(Sale.pos_id == pos.id).order_by(Sale.id.desc()).limit(1))
+    sale = session.scalar(
+        select(Sale).where(Sale.pos_id == pos.id).order_by(Sale.id.desc()).limit(1)
+    )
     if sale is None or sale.entry_id is None:
         raise NotFound("this POS has no sale to refund")
     if session.scalar(select(Refund.id).where(Refund.sale_id == sale.id)) is not None:
@@ -515,9 +373,13 @@ def refund_last_sale(
         raise Conflict("the sale's day is already settled", sale_id=sale.id)
     entry = get_or_raise(session, Entry, sale.entry_id)
     reversal = reverse(
-        session, entry, idempotency_key=f"canteen:refund:{sale.id}", actor=actor, now=now,
+        session,
+        entry,
+        idempotency_key=f"canteen:refund:{sale.id}",
+        actor=actor,
+        now=now,
         memo=f"canteen refund: {reason}"[:500],
-    )  # fmt: skip
+    )
     refund = Refund(
         sale_id=sale.id,
         pos_id=pos.id,
@@ -532,7 +394,15 @@ def refund_last_sale(
     session.add(refund)
     session.flush()
     data = {"sale_id": sale.id, "amount_fen": sale.amount_fen, "reason": reason}
-    audit_event(session, "canteen.sale.refunded", refund.id, {**data, "entry_id": reversal.id}, actor, now, obj="canteen_refund")  # noqa: E501
+    audit_event(
+        session,
+        "canteen.sale.refunded",
+        refund.id,
+        {**data, "entry_id": reversal.id},
+        actor,
+        now,
+        obj="canteen_refund",
+    )
     return refund
 
 
@@ -543,47 +413,7 @@ def _settled(session: Session, merchant_id: int, day: date) -> bool:
     return session.scalar(stmt) is not None
 
 
-# --- the platform tap flow -------------------------------------------------------------------
-
-
-def pos_for_device(session: Session, device_id: str) -> Pos | None:
-    """The active POS bound to the platform device ``device_id``."""
-    return session.scalar(select(Pos).where(Pos.device_id == device_id, Pos.active.is_(True)))
-
-
-def authorize_tap(session: Session, tap: TapRequest) -> TapDecision | None:
-    """The canteen's opinion on an online tap (reads only; the platform posts the proposal).
-
-    ``None`` when the device is not a canteen terminal. The amount on the wire is the fixed
-    price's stand-in in fixed mode (ignored), the keyed-in amount in free mode, and the POS's
-    menu total in menu mode. A PIN counts as verified only when the tap says so.
-    """
-    if tap.module != KEY:
-        return None
-    pos = pos_for_device(session, tap.device_id)
-    card = get_scoped(session, Card, tap.card_id)
-    if pos is None or card is None:
-        return _tap_deny(CanteenReason.AMOUNT_INVALID, "pos_not_configured")
-    ctx = context_for(session, pos, card.person_id, tap.now)
-    list_fen = price_of(session, pos, ctx.period, list_fen=tap.amount_fen)
-    verdict = rules.decide_sale(
-        ctx.rule, ctx.usage, mode=Mode(pos.mode), list_fen=list_fen, period=ctx.period,
-        pin_verified=bool(getattr(tap, "pin_verified", False)),
-    )  # fmt: skip
-    if not verdict.allow:
-        return _tap_deny(verdict.reason)
-    lines = spend_lines(session, card.person_id, ctx.merchant.account_id, verdict.amount_fen)
-    if lines is None:
-        return _tap_deny(CanteenReason.INSUFFICIENT_FUNDS)
-    request = PostingRequest(
-        code=MEAL_CODE,
-        lines=lines,
-        idempotency_key=f"canteen:tap:{tap.device_id}:{tap.req_id}",
-        occurred_at=tap.now,
-        source=KEY,
-        reference=_tap_reference(pos, card, ctx, verdict),
-    )
-    return TapDecision(True, "OK", _display(verdict), (request,), CanteenReason.OK.value, KEY)
+# --- spending ------------------------------------------------------------------------------
 
 
 def spend_lines(
@@ -622,54 +452,6 @@ def holder_balances(session: Session, person_id: int) -> dict[str, tuple[int, in
     return {kind: (aid, raw * AccountType(typ).sign) for aid, kind, typ, raw in rows}
 
 
-def _tap_reference(
-    pos: Pos, card: Card, ctx: SaleContext, verdict: rules.Verdict
-) -> dict[str, Any]:
-    return {
-        "pos_id": pos.id,
-        "card_id": card.id,
-        "person_id": card.person_id,
-        "period": verdict.period,
-        "business_day": ctx.day.isoformat(),
-        "list_fen": verdict.list_fen,
-        "discount_fen": verdict.discount_fen,
-        "amount_fen": verdict.amount_fen,
-    }
-
-
-def record_tap_sale(session: Session, tap: TapRequest, entry_id: int, *, now: datetime) -> Sale:
-    """Record the sale of a tap the platform allowed and posted (idempotent by the tap)."""
-    key = f"tap:{tap.device_id}:{tap.req_id}"
-    earlier = session.scalar(select(Sale).where(Sale.key == key))
-    if earlier is not None:
-        return earlier
-    entry = get_or_raise(session, Entry, entry_id)
-    ref = entry.reference
-    pos = get_or_raise(session, Pos, int(ref["pos_id"]))
-    card = get_or_raise(session, Card, int(ref["card_id"]))
-    ctx = context_for(session, pos, card.person_id, entry.occurred_at)
-    verdict = rules.Verdict(
-        True, CanteenReason.OK, int(ref["list_fen"]), int(ref["discount_fen"]),
-        int(ref["amount_fen"]), ref.get("period"),
-    )  # fmt: skip
-    actor = Actor(type="device", id=tap.device_id, tenant_id=require_tenant_id())
-    return record_sale(
-        session, pos, card, ctx, verdict, entry_split(session, entry.id), key=key,
-        entry_id=entry.id, items=(), source="online", occurred_at=entry.occurred_at, now=now,
-        actor=actor,
-    )  # fmt: skip
-
-
-def _tap_deny(reason: CanteenReason, detail: str = "") -> TapDecision:
-    code = rules.PROTOCOL_REASON[reason].value
-    return TapDecision(False, code, "", (), detail or reason.value, KEY)
-
-
-def _display(verdict: rules.Verdict) -> str:
-    whole, cents = divmod(verdict.amount_fen, 100)
-    return f"-{whole}.{cents:02d}"
-
-
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -678,10 +460,6 @@ def get_or_raise(session: Session, cls: type[Any], ident: int) -> Any:
     if obj is None:
         raise NotFound(f"{cls.__name__} {ident} not found")
     return obj
-
-
-def _hhmm(t: time) -> str:
-    return t.strftime("%H:%M")
 
 
 def audit_event(

@@ -76,7 +76,9 @@ def settle_day(
         refunds_fen=back,
         net_fen=gross - back,
         ledger_fen=ledger_fen,
-        pos_totals={k: {"count": v.count, "amount_fen": v.amount_fen} for k, v in pos_reports.items()},
+        pos_totals={
+            k: {"count": v.count, "amount_fen": v.amount_fen} for k, v in pos_reports.items()
+        },
         exceptions=exceptions,
         status="exceptions" if exceptions else "balanced",
         created_at=now,
@@ -85,7 +87,15 @@ def settle_day(
     session.add(statement)
     session.flush()
     data = {"day": day.isoformat(), "net_fen": statement.net_fen, "exceptions": len(exceptions)}
-    audit_event(session, "canteen.settlement.created", statement.id, data, actor, now, obj="canteen_settlement")  # noqa: E501
+    audit_event(
+        session,
+        "canteen.settlement.created",
+        statement.id,
+        data,
+        actor,
+        now,
+        obj="canteen_settlement",
+    )
     return statement
 
 
@@ -95,7 +105,9 @@ def _pos_leg(
     """POS totals against the recorded sales, terminal by terminal."""
     recorded: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     device_of = dict(
-        session.execute(select(Pos.id, Pos.device_id).where(Pos.merchant_id == merchant.id)).tuples()
+        session.execute(
+            select(Pos.id, Pos.device_id).where(Pos.merchant_id == merchant.id)
+        ).tuples()
     )
     for s in kept:
         tally = recorded[device_of[s.pos_id]]
@@ -136,7 +148,12 @@ def _ledger_leg(
     expected = {s.entry_id: s.amount_fen for s in sales if s.entry_id is not None}
     expected.update({r.entry_id: -r.amount_fen for r in refunds})
     out: list[dict[str, Any]] = [
-        {"kind": "record_without_posting", "sale_id": s.id, "amount_fen": s.amount_fen, "flags": s.flags}
+        {
+            "kind": "record_without_posting",
+            "sale_id": s.id,
+            "amount_fen": s.amount_fen,
+            "flags": s.flags,
+        }
         for s in sales
         if s.entry_id is None
     ]
@@ -144,7 +161,14 @@ def _ledger_leg(
     for entry_id, want in sorted(expected.items()):
         got = posted.get(entry_id, 0)
         if got != want:
-            out.append({"kind": "posting_mismatch", "entry_id": entry_id, "record_fen": want, "ledger_fen": got})  # noqa: E501
+            out.append(
+                {
+                    "kind": "posting_mismatch",
+                    "entry_id": entry_id,
+                    "record_fen": want,
+                    "ledger_fen": got,
+                }
+            )
     for entry_id, got in sorted(_unexplained(session, merchant, day).items()):
         out.append({"kind": "posting_without_record", "entry_id": entry_id, "ledger_fen": got})
     return sum(posted.values()), out
@@ -165,8 +189,8 @@ def _merchant_postings(session: Session, account_id: int, entry_ids: list[int]) 
 def _unexplained(session: Session, merchant: Merchant, day: date) -> dict[int, int]:
     site = get_or_raise(session, Site, merchant.site_id)
     start, end = rules.day_bounds(day, site.timezone)
-    explained = select(Sale.entry_id).where(Sale.entry_id.is_not(None)).union(
-        select(Refund.entry_id)
+    explained = (
+        select(Sale.entry_id).where(Sale.entry_id.is_not(None)).union(select(Refund.entry_id))
     )
     rows = session.execute(
         select(Line.entry_id, func.sum(Line.amount_fen))

@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -121,12 +122,19 @@ class Keyring:
 
 
 # ------------------------------------------------------------------------------ audit
+_denials: ContextVar[tuple[int, str, Actor, dict[str, Any]] | None] = ContextVar(
+    "onecard_key_denial", default=None
+)
+
+
 def audit_adapter(session: Session, *, actor: Actor, now: datetime) -> AuditFn:
     """`KeyService` audit callback writing ``keys.*`` platform audit events into ``session``."""
 
     def _audit(event_type: str, tenant_id: int, data: dict[str, Any]) -> None:
         if tenant_id != require_tenant_id():
             raise PermissionDenied("key operation for another tenant", tenant_id=tenant_id)
+        if event_type == "keys.access_denied":
+            _denials.set((tenant_id, event_type, actor, dict(data)))
         what = data.get("application") or data.get("sector")
         record(
             session,
@@ -149,7 +157,12 @@ def key_errors() -> Iterator[None]:
     except MacInvalid as err:
         raise ValidationFailed(str(err), reason="mac_invalid") from None
     except ApplicationNotOwned as err:
-        raise PermissionDenied(str(err)) from None
+        refusal = PermissionDenied(str(err))
+        denial = _denials.get()
+        if denial is not None:  # the refusal is audited even when the request rolls back
+            refusal.lasting_audit.append(denial)
+            _denials.set(None)
+        raise refusal from None
     except (KeyNotFound, OperationNotPermitted) as err:
         raise Conflict(str(err), reason="key_unavailable") from None
     except (InvalidInput, KeyServiceError) as err:

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.orm import Session
 
 from onecard.platform.actors import Actor
-from onecard.platform.audit.record import RequestInfo, request_context
+from onecard.platform.audit.record import RequestInfo, record, request_context
 from onecard.platform.authz.services import actor_for, resolve_token
 from onecard.platform.clock import utcnow
 from onecard.platform.db.tenancy import tenant_scope
-from onecard.platform.errors import AuthenticationFailed
+from onecard.platform.errors import AuthenticationFailed, OneCardError
 from onecard.platform.tenants.models import Tenant
 from onecard.web.problems import BadRequestBody
 from onecard.web.state import state
@@ -153,6 +153,49 @@ def _handle(
     now = utcnow()
     parsed_body = _parse_body(body_model) if body_model else None
     parsed_query = _parse_query(query_model)
+    try:
+        result = _run(view, st, now, public, permission, parsed_body, parsed_query, path_args)
+    except OneCardError as exc:
+        if exc.lasting_audit:
+            _record_lasting(st, exc, now)
+        raise
+    if isinstance(result, Response):
+        return result
+    code = status
+    if isinstance(result, tuple):
+        result, code = result
+    return Response(
+        json.dumps(result, ensure_ascii=False), status=code, mimetype="application/json"
+    )
+
+
+def _record_lasting(st: Any, exc: OneCardError, now: datetime) -> None:
+    """Write the audit events a refusal carries, in a transaction of their own."""
+    with st.sessions() as session, request_context(_request_info()):
+        for tenant_id, type_, actor, data in exc.lasting_audit:
+            with tenant_scope(tenant_id):
+                record(
+                    session,
+                    type_,
+                    actor=actor,
+                    now=now,
+                    object_type="card_application",
+                    object_id=data.get("application") or data.get("sector"),
+                    data=data,
+                )
+        session.commit()
+
+
+def _run(
+    view: Callable[[Call], Any],
+    st: Any,
+    now: datetime,
+    public: bool,
+    permission: str | None,
+    parsed_body: Any,
+    parsed_query: Any,
+    path_args: dict[str, Any],
+) -> Any:
     with st.sessions() as session, request_context(_request_info()):
         actor, tenant = (
             (Actor(type="anonymous", id=None), None) if public else _authenticate(session, now)
@@ -172,14 +215,7 @@ def _handle(
         with _scope(tenant):
             result = view(call)
             session.commit()
-    if isinstance(result, Response):
-        return result
-    code = status
-    if isinstance(result, tuple):
-        result, code = result
-    return Response(
-        json.dumps(result, ensure_ascii=False), status=code, mimetype="application/json"
-    )
+    return result
 
 
 def _scope(tenant: Tenant | None) -> Any:
