@@ -1,6 +1,6 @@
 # OneCard (一卡通) — developer entry points. `make run` and `make test` are all a newcomer needs.
 #
-#   make install   venv + `pip install -e '.[dev]'` + system packages + pyscard (idempotent)
+#   make install   venv + `pip install -e '.[dev]'` + system packages + pyscard + console assets
 #   make run       install, then start the platform on the embedded default config
 #   make test      install, then lint, type checks, import contracts, pytest on SQLite and PostgreSQL
 #   make lint      only the static checks (ruff, ruff format, mypy, import-linter)
@@ -20,7 +20,7 @@ STAMP  := $(VENV)/.install-stamp
 # package about each. Drop only those lines (pip's exit status still counts: pipefail).
 PIP_FILTER := { grep -v -e 'is ignored: it is neither a file nor a directory' -e 'ext-modules. (in pyproject.toml) is experimental' || true; }
 
-.PHONY: help install system run test lint bench clean distclean
+.PHONY: help install system assets run test lint bench clean distclean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -45,7 +45,31 @@ $(STAMP): pyproject.toml scripts/install-system.sh src/onecard/keys/_tacbatch.c 
 system: $(STAMP)
 	@bash scripts/install-system.sh $(VENV)
 
-install: system
+# Console assets: front-end libraries from the npm registry through frontend/package-lock.json
+# (npm ci), copied into the package's static/vendor/ (git-ignored); and the compiled message
+# catalogues (.mo, git-ignored) from the .po files. Both re-run only when their sources change.
+VENDOR := src/onecard/web/static/vendor
+TRANSLATIONS := src/onecard/web/translations
+PO_FILES := $(wildcard $(TRANSLATIONS)/*/LC_MESSAGES/messages.po)
+MO_FILES := $(PO_FILES:.po=.mo)
+
+frontend/node_modules/.package-lock.json: frontend/package.json frontend/package-lock.json
+	@echo "==> npm ci (frontend/package-lock.json)"
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+
+$(VENDOR)/.stamp: frontend/node_modules/.package-lock.json
+	@mkdir -p $(VENDOR)
+	cp frontend/node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.umd.min.js
+	cp frontend/node_modules/chart.js/LICENSE.md $(VENDOR)/chart.js.LICENSE.md
+	cp frontend/node_modules/qrcode-generator/qrcode.js $(VENDOR)/qrcode.js
+	@touch $@
+
+$(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/messages.po | $(STAMP)
+	$(VENV)/bin/pybabel -q compile -f -d $(TRANSLATIONS) -l $*
+
+assets: $(VENDOR)/.stamp $(MO_FILES)
+
+install: system assets
 
 run: install
 	$(VENV)/bin/onecard run

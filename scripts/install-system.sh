@@ -4,6 +4,8 @@
 #   pcscd vsmartcard-vpcd libpcsclite-dev   PC/SC daemon, virtual reader driver, headers for pyscard
 #   mosquitto mosquitto-clients             the MQTT broker the platform and the tests start
 #   chromium                                headless browser for the console tests (Playwright)
+#   fonts-noto-cjk                          Chinese glyphs for the console's screenshots
+#   nodejs (+ npm where node comes without it)  `npm ci` of the console's front-end libraries
 #   gcc libssl-dev                          build onecard.keys._tacbatch (C, OpenSSL 3 libcrypto)
 #
 # Idempotent and quiet when nothing is missing: each package is checked with `dpkg -s` first,
@@ -20,7 +22,10 @@ if [[ "${1:-}" == "--packages-only" ]]; then
     shift
 fi
 VENV="${1:-.venv}"
-PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev mosquitto mosquitto-clients chromium gcc libssl-dev)
+PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev mosquitto mosquitto-clients chromium gcc libssl-dev
+    fonts-noto-cjk nodejs)
+# Debian's nodejs comes without npm; NodeSource's (and others') bundle it and clash with Debian's.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 log() { printf 'install-system: %s\n' "$*"; }
 warn() { printf 'install-system: WARNING: %s\n' "$*" >&2; }

@@ -244,7 +244,10 @@ def test_platform_admin_lists_every_tenant_and_a_tenant_admin_only_their_own(
 
 # --- menu -------------------------------------------------------------------------------------
 
-CORE = ["people", "cards", "accounts", "approvals", "ledger", "audit", "operators", "settings"]
+CORE = [
+    "people", "cards", "accounts", "approvals", "ledger", "reports", "audit", "operators",
+    "settings",
+]  # fmt: skip
 
 
 def _menu(user: ApiUser) -> list[str]:
@@ -258,9 +261,9 @@ def test_tenant_admin_menu_lists_every_core_item_in_order(api: ApiUser) -> None:
 @pytest.mark.parametrize(
     ("role", "expected"),
     [
-        ("auditor", ["people", "cards", "accounts", "approvals", "ledger", "audit"]),
+        ("auditor", ["people", "cards", "accounts", "approvals", "ledger", "reports", "audit"]),
         ("card_centre", ["people", "cards", "accounts", "approvals"]),
-        ("finance", ["people", "cards", "accounts", "approvals", "ledger"]),
+        ("finance", ["people", "cards", "accounts", "approvals", "ledger", "reports"]),
     ],
 )
 def test_menu_holds_only_items_the_operator_may_use(
@@ -280,6 +283,7 @@ def test_menu_follows_the_tenants_order_and_hidden_items(api: ApiUser) -> None:
         "accounts",
         "approvals",
         "ledger",
+        "reports",
         "operators",
         "settings",
     ]

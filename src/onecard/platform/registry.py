@@ -37,6 +37,7 @@ CORE_MENU: tuple[MenuItem, ...] = (
     MenuItem("accounts", "Accounts", "console.accounts", "accounts.view", order=30),
     MenuItem("approvals", "Approvals", "console.approvals", "approvals.view", order=40),
     MenuItem("ledger", "Journal", "console.ledger", "ledger.view", order=50),
+    MenuItem("reports", "Reports", "console.reports", "ledger.view", order=55),
     MenuItem("audit", "Audit", "console.audit", "audit.view", order=60),
     MenuItem("operators", "Operators", "console.operators", "operators.manage", order=70),
     MenuItem("settings", "Settings", "console.settings", "tenant.manage", order=80),

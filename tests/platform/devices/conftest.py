@@ -37,7 +37,7 @@ from onecard.platform.tenants.models import Tenant
 
 SECRET = "test-secret-key-0123456789abcdef"
 PLATFORM_PW = "platform-test-password"
-WAIT = 15.0
+WAIT = 45.0
 
 
 def free_port() -> int:
@@ -204,7 +204,7 @@ def start_bridge(
         )
         bridge = Bridge(session_factory, conn, box=box, outbox_interval=0.1, **kw)
         bridge.start()
-        assert bridge.connected.wait(WAIT), "bridge did not connect"
+        assert bridge.subscribed.wait(WAIT), "bridge did not connect and subscribe"
         started.append(bridge)
         return bridge
 

@@ -23,7 +23,7 @@ from onecard.platform.people.schemas import PersonCreate
 from onecard.platform.people.services import create_person
 
 SYS = Actor.system("tests")
-WAIT = 15.0
+WAIT = 45.0
 
 
 def rec(seq: int, **extra: Any) -> dict[str, Any]:

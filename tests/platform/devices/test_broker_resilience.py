@@ -21,7 +21,7 @@ from onecard.platform.db.tenancy import tenant_scope
 from onecard.platform.devices.models import DeviceRecord
 from onecard.platform.devices.services import get_device
 
-WAIT = 20.0
+WAIT = 45.0
 SECRET = "test-secret-key-0123456789abcdef"
 
 
@@ -177,25 +177,13 @@ def test_mosquitto_clients_as_a_device_hello_records_and_ack(
     f = fleet(broker, 1)
     start_bridge(broker, group=f"g{uuid.uuid4().hex[:8]}")
     dev_id, pw = next(iter(f.passwords.items()))
-    auth = ["-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-i", dev_id]
-    if broker.acl:
-        auth += ["-u", dev_id, "-P", pw]
+    base = ["-h", broker.host, "-p", str(broker.port), "-V", "mqttv5"]
+    creds = ["-u", dev_id, "-P", pw] if broker.acl else []
     if broker.tls_ca:
-        auth += ["--cafile", broker.tls_ca]
+        creds += ["--cafile", broker.tls_ca]
+    sub_cmd = ["mosquitto_sub", *base, *creds, "-i", f"{dev_id}-sub", "-W", "90"]
     sub = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            *auth[:-2],
-            "-i",
-            f"{dev_id}-sub",
-            *auth[-0:0],
-            "-t",
-            f"oc/v1/{dev_id}/down/#",
-            "-q",
-            "1",
-            "-v",
-            "-d",
-        ],
+        [*sub_cmd, "-t", f"oc/v1/{dev_id}/down/#", "-q", "1", "-v", "-d"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -204,7 +192,7 @@ def test_mosquitto_clients_as_a_device_hello_records_and_ack(
         for line in sub.stdout:
             if "SUBACK" in line:
                 break
-        pub = ["mosquitto_pub", *auth[:6], "-i", f"{dev_id}-pub", *auth[8:], "-q", "1"]
+        pub = ["mosquitto_pub", *base, *creds, "-i", f"{dev_id}-pub", "-q", "1"]
         hello = {
             "v": 1,
             "kind": "door",
@@ -221,6 +209,7 @@ def test_mosquitto_clients_as_a_device_hello_records_and_ack(
                 [*pub, "-t", f"oc/v1/{dev_id}/{suffix}", "-m", json.dumps(body)],
                 check=True,
                 timeout=WAIT,
+                capture_output=True,
             )
         acks = []
         for line in sub.stdout:

@@ -5,7 +5,7 @@ caller passes the instant, the site's IANA zone, the holder's rule and what was 
 Money is integer fen; rates are basis points (10000 = full price, 9000 = 9折, 10 % off).
 
 Evaluation order of :func:`decide_sale` (the first failing check gives the reason):
-amount → meal period → one swipe per period (fixed mode) → per-meal limit → per-day limit → PIN.
+meal period → amount → one swipe per period (fixed mode) → per-meal limit → per-day limit → PIN.
 :func:`decide_offline` puts the POS's blacklist first and its offline allowance last.
 """
 
@@ -192,16 +192,16 @@ def decide_sale(
     pin_verified: bool,
 ) -> Verdict:
     """Decide a sale of ``list_fen`` (the price before discount) for a holder under ``rule``."""
+    if period is None:
+        return Verdict(False, CanteenReason.OUTSIDE_MEAL_PERIOD)
     if list_fen is None or isinstance(list_fen, bool) or not 0 < list_fen <= MAX_SALE_FEN:
-        return Verdict(False, CanteenReason.AMOUNT_INVALID)
+        return Verdict(False, CanteenReason.AMOUNT_INVALID, period=period.key)
     pay = discounted(list_fen, rule.rate_bp)
-    key = period.key if period else None
+    key = period.key
 
     def deny(reason: CanteenReason) -> Verdict:
         return Verdict(False, reason, list_fen, list_fen - pay, pay, key)
 
-    if period is None:
-        return deny(CanteenReason.OUTSIDE_MEAL_PERIOD)
     if mode is Mode.FIXED and usage.period_count >= rule.meals_per_period:
         return deny(CanteenReason.MEAL_ALREADY_TAKEN)
     if _over(rule.per_meal_limit_fen, usage.period_fen + pay):

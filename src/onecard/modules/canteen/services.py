@@ -1,5 +1,8 @@
-"""Canteen services: set-up (merchants, POS, meal periods, rules, menu), online sales, the
-cashier's refund of the last sale, and the decision on a tap that reaches the platform tap flow.
+"""Canteen services: what a decision needs (meal period, holder rule, usage, price), online
+sales, the cashier's refund of the last sale, and subsidy-first spending lines.
+
+Set-up lives in ``setup``, the tap flow in ``tapflow``, offline records in ``offline`` and the
+daily statement in ``settlement``.
 
 Plain functions: the caller's session, domain objects, keyword-only ``actor`` and ``now``; they
 never commit. Decisions come from :mod:`onecard.modules.canteen.rules`, the same code the POS
@@ -167,7 +170,7 @@ def price_of(
             select(MenuItemRow.code, MenuItemRow.price_fen).where(
                 MenuItemRow.merchant_id == pos.merchant_id, MenuItemRow.active.is_(True)
             )
-        ).tuples()
+        ).all()
     )
     return rules.menu_total(prices, items)
 
@@ -280,7 +283,7 @@ def entry_split(session: Session, entry_id: int) -> dict[str, int]:
         .join(Line, Line.account_id == Account.id)
         .where(Line.entry_id == entry_id, Line.amount_fen > 0)
         .group_by(Account.kind)
-    ).tuples()
+    )
     return {kind: int(total) for kind, total in rows}
 
 
@@ -448,7 +451,7 @@ def holder_balances(session: Session, person_id: int) -> dict[str, tuple[int, in
             Account.owner_id == person_id,
             Account.kind.in_((SUBSIDY, PURSE)),
         )
-    ).tuples()
+    )
     return {kind: (aid, raw * AccountType(typ).sign) for aid, kind, typ, raw in rows}
 
 

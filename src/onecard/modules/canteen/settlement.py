@@ -9,7 +9,6 @@ disagreement becomes an exception on the statement; a statement without exceptio
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -64,7 +63,7 @@ def settle_day(
     )
     refunded = {r.sale_id for r in refunds}
     kept = [s for s in sales if s.id not in refunded]
-    exceptions = _pos_leg(session, merchant, kept, pos_reports)
+    exceptions = _pos_leg(session, merchant, sales, refunded, pos_reports)
     ledger_fen, ledger_exc = _ledger_leg(session, merchant, day, sales, refunds)
     exceptions += ledger_exc
     gross, back = sum(s.amount_fen for s in sales), sum(r.amount_fen for r in refunds)
@@ -100,19 +99,22 @@ def settle_day(
 
 
 def _pos_leg(
-    session: Session, merchant: Merchant, kept: list[Sale], reports: Mapping[str, PosReport]
+    session: Session,
+    merchant: Merchant,
+    sales: list[Sale],
+    refunded: set[int],
+    reports: Mapping[str, PosReport],
 ) -> list[dict[str, Any]]:
-    """POS totals against the recorded sales, terminal by terminal."""
-    recorded: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    """POS totals against the recorded sales (refunds taken out), terminal by terminal."""
     device_of = dict(
-        session.execute(
-            select(Pos.id, Pos.device_id).where(Pos.merchant_id == merchant.id)
-        ).tuples()
+        session.execute(select(Pos.id, Pos.device_id).where(Pos.merchant_id == merchant.id)).all()
     )
-    for s in kept:
-        tally = recorded[device_of[s.pos_id]]
-        tally[0] += 1
-        tally[1] += s.amount_fen
+    recorded: dict[str, list[int]] = {device_of[s.pos_id]: [0, 0] for s in sales}
+    for s in sales:
+        if s.id not in refunded:
+            tally = recorded[device_of[s.pos_id]]
+            tally[0] += 1
+            tally[1] += s.amount_fen
     out: list[dict[str, Any]] = []
     for device in sorted(set(recorded) | set(reports)):
         count, fen = recorded.get(device, [0, 0])
@@ -182,7 +184,7 @@ def _merchant_postings(session: Session, account_id: int, entry_ids: list[int]) 
         select(Line.entry_id, func.sum(Line.amount_fen))
         .where(Line.account_id == account_id, Line.entry_id.in_(entry_ids))
         .group_by(Line.entry_id)
-    ).tuples()
+    )
     return {eid: -int(total) for eid, total in rows}
 
 
@@ -202,5 +204,5 @@ def _unexplained(session: Session, merchant: Merchant, day: date) -> dict[int, i
             Line.entry_id.not_in(explained),
         )
         .group_by(Line.entry_id)
-    ).tuples()
+    )
     return {eid: -int(total) for eid, total in rows}

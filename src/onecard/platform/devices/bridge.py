@@ -131,6 +131,7 @@ class Bridge:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         self._configs_sent: set[tuple[str, int]] = set()
         self.client = self._make_client()
 
@@ -152,6 +153,7 @@ class Bridge:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = lambda *_a: self.subscribed.set()
         c.reconnect_delay_set(1, 5)
         return c
 
@@ -188,6 +190,7 @@ class Bridge:
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if not self._stop.is_set():
             log.warning("bridge disconnected (%s); reconnecting", reason)
 

@@ -118,6 +118,7 @@ def top_up(ctx: Ctx, person_id: int) -> Any:
             idempotency_key=_key(values["request_id"]),
         )
     except OneCardError as exc:
+        ctx.session.rollback()
         errors.add_domain(exc)
         return _holder_page(ctx, person, errors, values)
     flash(_("Top-up of %(amount)s recorded.", amount=values["amount"]), "success")
@@ -134,14 +135,14 @@ def _key(request_id: str) -> str | None:
 def refund(ctx: Ctx, person_id: int) -> Any:
     """Pay purse money back in cash; above the tenant's threshold a second operator approves."""
     person = people.get_person(ctx.session, person_id, actor=ctx.actor)
-    values = form_values("amount", "memo", "request_id")
+    values = form_values("refund_amount", "memo", "request_id")
     errors = FormErrors()
-    amount = parse_yuan(values["amount"], "refund_amount", errors)
+    amount = parse_yuan(values["refund_amount"], "refund_amount", errors)
     if amount is None:
         return _holder_page(ctx, person, errors, values)
     if not confirmed():
         return confirm_page(
-            _("Refund %(amount)s to %(name)s", amount=values["amount"], name=person.name),
+            _("Refund %(amount)s to %(name)s", amount=values["refund_amount"], name=person.name),
             _("Cash leaves the cash desk. Large refunds wait for a second operator."),
             [(_("Memo"), values["memo"])],
         )
@@ -151,8 +152,12 @@ def refund(ctx: Ctx, person_id: int) -> Any:
             ctx.session,
             ctx.tenant,
             "refund",
-            {"person_id": person.id, "amount_fen": amount, "memo": values["memo"][:200],
-             "idempotency_key": key},
+            {
+                "person_id": person.id,
+                "amount_fen": amount,
+                "memo": values["memo"][:200],
+                "idempotency_key": key,
+            },
             actor=ctx.actor,
             now=ctx.now,
             amount_fen=amount,
@@ -160,8 +165,8 @@ def refund(ctx: Ctx, person_id: int) -> Any:
             summary=f"refund {amount} fen to {person.person_no} {person.name}",
         )
     except OneCardError as exc:
-        errors.add_domain(exc)
-        errors.setdefault("refund_amount", exc.message)
+        ctx.session.rollback()
+        errors["refund_amount"] = exc.message
         return _holder_page(ctx, person, errors, values)
     if outcome.pending:
         assert outcome.approval is not None
@@ -171,9 +176,7 @@ def refund(ctx: Ctx, person_id: int) -> Any:
     return to("console.holder", person_id=person.id)
 
 
-def parse_batch(
-    ctx: Ctx, text: str, errors: list[tuple[int, str]]
-) -> list[tuple[Person, int]]:
+def parse_batch(ctx: Ctx, text: str, errors: list[tuple[int, str]]) -> list[tuple[Person, int]]:
     """Lines ``person_no,amount`` → people and fen; problems are listed per line."""
     numbers: list[tuple[int, str, str]] = []
     for n, row in enumerate(csv.reader(io.StringIO(text)), start=1):
@@ -254,6 +257,8 @@ def _post_batch(ctx: Ctx, values: dict[str, str], lines: list[tuple[Person, int]
         now=ctx.now,
         memo=values["memo"][:200],
     )
-    flash(_("Subsidy batch %(id)s posted for %(n)s people.", id=values["batch_id"],
-            n=len(entries)), "success")
+    flash(
+        _("Subsidy batch %(id)s posted for %(n)s people.", id=values["batch_id"], n=len(entries)),
+        "success",
+    )
     return to("console.subsidy_batch")

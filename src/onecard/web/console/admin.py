@@ -160,8 +160,11 @@ def _apply(ctx: Ctx, op: Operator, values: dict[str, Any], current: set[str]) ->
     scope = {k: values[k] for k in ("sites", "org_units") if values[k]}
     changes = {
         k: v
-        for k, v in (("display_name", values["display_name"]), ("active", values["active"]),
-                     ("scope", scope))
+        for k, v in (
+            ("display_name", values["display_name"]),
+            ("active", values["active"]),
+            ("scope", scope),
+        )
         if getattr(op, k) != v
     }
     if op.id == ctx.operator.id and changes.get("active") is False:
@@ -171,8 +174,15 @@ def _apply(ctx: Ctx, op: Operator, values: dict[str, Any], current: set[str]) ->
     for key, value in changes.items():
         setattr(op, key, value)
     if changes:
-        record(ctx.session, "operator.updated", actor=ctx.actor, now=ctx.now,
-               object_type="operator", object_id=op.id, data=changes)
+        record(
+            ctx.session,
+            "operator.updated",
+            actor=ctx.actor,
+            now=ctx.now,
+            object_type="operator",
+            object_id=op.id,
+            data=changes,
+        )
 
 
 @bp.route("/roles", methods=["GET", "POST"])
@@ -182,11 +192,19 @@ def roles(ctx: Ctx) -> Any:
     errors = FormErrors()
     values: dict[str, Any] = {"permissions": []}
     if request.method == "POST":
-        values = {**form_values("name", "description"),
-                  "permissions": request.form.getlist("permissions")}
+        values = {
+            **form_values("name", "description"),
+            "permissions": request.form.getlist("permissions"),
+        }
         try:
-            authz.create_role(ctx.session, values["name"], values["permissions"],
-                              actor=ctx.actor, now=ctx.now, description=values["description"])
+            authz.create_role(
+                ctx.session,
+                values["name"],
+                values["permissions"],
+                actor=ctx.actor,
+                now=ctx.now,
+                description=values["description"],
+            )
         except OneCardError as exc:
             errors.add_domain(exc)
         else:
@@ -194,5 +212,10 @@ def roles(ctx: Ctx) -> Any:
             flash(_("Role %(name)s created.", name=values["name"]), "success")
             return to("console.roles")
     perms = sorted(all_permissions().values(), key=lambda p: p.name)
-    return render("console/admin/roles.html", roles=_roles(ctx), permissions=perms,
-                  values=values, errors=errors), (422 if errors else 200)
+    return render(
+        "console/admin/roles.html",
+        roles=_roles(ctx),
+        permissions=perms,
+        values=values,
+        errors=errors,
+    ), (422 if errors else 200)

@@ -45,15 +45,20 @@ def approval_decide(ctx: Ctx, approval_id: int, decision: str) -> Any:
     note = request.form.get("note", "").strip()[:300]
     approve = decision == "approve"
     if not confirmed():
-        title = _("Approve request #%(id)s", id=approval.id) if approve else _(
-            "Reject request #%(id)s", id=approval.id
+        title = (
+            _("Approve request #%(id)s", id=approval.id)
+            if approve
+            else _("Reject request #%(id)s", id=approval.id)
         )
         message = (
             _("The action runs now and the audit trail names you as the approver.")
             if approve
             else _("The request is closed and nothing happens.")
         )
-        details = [(_("Request"), approval.summary), (_("Requested by"), approval.requested_by_name)]
+        details = [
+            (_("Request"), approval.summary),
+            (_("Requested by"), approval.requested_by_name),
+        ]
         if approval.amount_fen is not None:
             details.append((_("Amount"), yuan(approval.amount_fen)))
         return confirm_page(title, message, details)

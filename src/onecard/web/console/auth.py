@@ -9,6 +9,7 @@ from flask_babel import gettext as _
 
 from onecard.platform.authz import services as authz
 from onecard.platform.clock import utcnow
+from onecard.platform.db.tenancy import tenant_scope
 from onecard.platform.errors import NotFound
 from onecard.platform.tenants.models import Tenant
 from onecard.platform.tenants.services import get_tenant_by_slug
@@ -69,8 +70,9 @@ def _try_login(values: dict[str, str], errors: FormErrors) -> bool | str:
             policy=st.policy,
             box=st.box,
         )
-        if result.ok and result.token:
-            authz.revoke_token(s, result.token, now=now)  # the console keeps no bearer token
+        if result.ok and result.token and tenant is not None:
+            with tenant_scope(tenant.id):  # the console keeps no bearer token
+                authz.revoke_token(s, result.token, now=now)
         s.commit()
     if not result.ok:
         if result.reason == "second factor required":
@@ -79,7 +81,8 @@ def _try_login(values: dict[str, str], errors: FormErrors) -> bool | str:
         st.throttle.failed(ip)
         errors[""] = _login_message(result.reason)
         return "totp" if result.reason == "invalid second factor" else False
-    assert tenant is not None and result.operator_id is not None
+    assert tenant is not None
+    assert result.operator_id is not None
     add_login(tenant.id, result.operator_id, now)
     return True
 
@@ -161,4 +164,3 @@ def profile(ctx: Ctx) -> Any:
         flash(_("Two-factor login is on."), "success")
     secret = uri.split("secret=", 1)[1].split("&", 1)[0] if uri else None
     return render("console/profile.html", uri=uri, secret=secret)
-

@@ -115,6 +115,7 @@ def card_issue(ctx: Ctx, person_id: int) -> Any:
             try:
                 card = lifecycle.issue_card(ctx.session, person, spec, actor=ctx.actor, now=ctx.now)
             except OneCardError as exc:
+                ctx.session.rollback()
                 errors.add_domain(exc)
             else:
                 ctx.session.commit()
@@ -274,6 +275,4 @@ def card_receipt(ctx: Ctx, card_id: int) -> Any:
         .group_by(Entry.idempotency_key, Entry.recorded_at)
     ).all()
     money = {key.removeprefix(f"card:{card.id}:"): amt for key, _at, amt in entries}
-    return render(
-        "console/cards/receipt.html", card=card, person=person, event=event, money=money
-    )
+    return render("console/cards/receipt.html", card=card, person=person, event=event, money=money)

@@ -10,6 +10,7 @@ lapses. No bearer token is kept: console sessions and API tokens are separate cr
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from flask import (
 from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import RequestInfo, request_context
@@ -44,13 +46,8 @@ from onecard.platform.tenants.models import Site, Tenant
 from onecard.web.console.security import add_headers, check_csrf, csrf_token
 from onecard.web.state import state
 
+log = logging.getLogger(__name__)
 bp = Blueprint("console", __name__, url_prefix="/console")
-
-# Console pages that the platform's core menu does not list yet (same shape as module items).
-CONSOLE_MENU: tuple[MenuItem, ...] = (
-    MenuItem("reports", "Reports", "console.reports", "ledger.view", order=55),
-)
-
 
 @dataclass
 class Ctx:
@@ -200,18 +197,16 @@ def menu_items(ctx: Ctx) -> list[MenuItem]:
     order = tenants.tenant_setting(ctx.tenant, "menu_order") or []
     hidden = set(tenants.tenant_setting(ctx.tenant, "menu_hidden") or [])
     items = registry.menu(ctx.tenant.id, enabled, ctx.actor.permissions)
-    perms = ctx.actor.permissions
-    items += [i for i in CONSOLE_MENU if i.permission is None or i.permission in perms]
     rank = {key: n for n, key in enumerate(order)}
     items = [i for i in items if i.key not in hidden and i.endpoint in current_app.view_functions]
     return sorted(items, key=lambda i: (rank.get(i.key, len(rank)), i.order, i.key))
 
 
 def all_menu_keys() -> list[MenuItem]:
-    """Every menu item a tenant may arrange (core, console pages, installed modules)."""
+    """Every core menu item a tenant may arrange."""
     from onecard.platform.registry import CORE_MENU
 
-    return list(CORE_MENU) + list(CONSOLE_MENU)
+    return list(CORE_MENU)
 
 
 @bp.app_context_processor
@@ -249,11 +244,26 @@ def _domain_error(exc: OneCardError) -> tuple[str, int]:
     return render_template("console/error.html", title=title, message=exc.message), status
 
 
-@bp.errorhandler(400)
-def _bad_request(exc: Any) -> tuple[str, int]:
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> tuple[str, int]:
     g.pop("ctx", None)
-    message = getattr(exc, "description", "") or _("Bad request")
-    return render_template("console/error.html", title=_("Bad request"), message=message), 400
+    status = exc.code or 500
+    title = _("Bad request") if status == 400 else (exc.name or _("Something is wrong"))
+    message = (exc.description or "") if status == 400 else (exc.name or "")
+    return render_template("console/error.html", title=title, message=message), status
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> tuple[str, int]:
+    log.exception("console error", extra={"request_id": g.get("request_id")})
+    g.pop("ctx", None)
+    message = _(
+        "The server failed to handle the request; quote request id %(id)s.",
+        id=g.get("request_id", ""),
+    )
+    return render_template(
+        "console/error.html", title=_("Something is wrong"), message=message
+    ), 500
 
 
 @bp.get("/")

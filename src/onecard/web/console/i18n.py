@@ -60,6 +60,11 @@ VOCABULARY = (
     _l("holder.subsidy"),
     _l("holder.deposit"),
     _l("card_float"),
+    _l("reading"),
+    _l("validating"),
+    _l("inserting"),
+    _l("done"),
+    _l("failed"),
 )
 
 

@@ -24,7 +24,9 @@ def journal(ctx: Ctx) -> Any:
     total = ctx.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     entries = list(
         ctx.session.scalars(
-            select(Entry).where(Entry.id.in_(stmt.order_by(Entry.id.desc()).limit(limit).offset(offset))).order_by(Entry.id.desc())
+            select(Entry)
+            .where(Entry.id.in_(stmt.order_by(Entry.id.desc()).limit(limit).offset(offset)))
+            .order_by(Entry.id.desc())
         )
     )
     lines: dict[int, list[tuple[str, int]]] = {e.id: [] for e in entries}

@@ -72,7 +72,7 @@ def people_list(ctx: Ctx) -> Any:
 def _values() -> dict[str, Any]:
     values: dict[str, Any] = form_values("person_no", *FIELDS)
     unit = values["org_unit_id"]
-    values["org_unit_id"] = int(unit) if unit.isdigit() else (None if not unit else unit)
+    values["org_unit_id"] = int(unit) if unit.isdigit() else (unit or None)
     return values
 
 

@@ -41,7 +41,7 @@ def _dates(grain: str, today: date) -> tuple[date, date]:
         "year": today.replace(year=today.year - 4, month=1, day=1),
     }[grain]
     try:
-        start = date.fromisoformat(request.args.get("from", "")) 
+        start = date.fromisoformat(request.args.get("from", ""))
     except ValueError:
         start = default_from
     try:
@@ -119,8 +119,9 @@ def reports_export(ctx: Ctx, fmt: str) -> Any:
     header = [_series_label(c) for c in table.columns]
     rows = [
         [
-            _series_label(cell) if n == 0 else (cell if table.columns[n] in COUNT_COLUMNS
-                                                else yuan(cell))
+            _series_label(cell)
+            if n == 0
+            else (cell if table.columns[n] in COUNT_COLUMNS else yuan(cell))
             for n, cell in enumerate(row)
         ]
         for row in table.rows

@@ -48,9 +48,7 @@ def _page(ctx: Ctx, errors: FormErrors, values: dict[str, Any] | None = None) ->
 def _module_items(ctx: Ctx) -> list[Any]:
     from onecard.platform.manifest import MenuItem
 
-    return [
-        MenuItem(m.key, m.name, "", None, order=200) for m in state().registry.modules.values()
-    ]
+    return [MenuItem(m.key, m.name, "", None, order=200) for m in state().registry.modules.values()]
 
 
 @bp.get("/settings", endpoint="settings")
@@ -127,8 +125,14 @@ def settings_site(ctx: Ctx) -> Any:
     values = form_values("code", "name", "timezone")
     errors = FormErrors()
     try:
-        tenants.create_site(ctx.session, values["code"], values["name"],
-                            values["timezone"] or "Asia/Shanghai", actor=ctx.actor, now=ctx.now)
+        tenants.create_site(
+            ctx.session,
+            values["code"],
+            values["name"],
+            values["timezone"] or "Asia/Shanghai",
+            actor=ctx.actor,
+            now=ctx.now,
+        )
     except OneCardError as exc:
         errors[f"site_{exc.details.get('field') or ''}"] = exc.message
         return _page(ctx, errors, {"site": values})
@@ -144,7 +148,11 @@ def settings_org_unit(ctx: Ctx) -> Any:
     errors = FormErrors()
     try:
         tenants.create_org_unit(
-            ctx.session, values["code"], values["name"], actor=ctx.actor, now=ctx.now,
+            ctx.session,
+            values["code"],
+            values["name"],
+            actor=ctx.actor,
+            now=ctx.now,
             parent_id=int(values["parent_id"]) if values["parent_id"].isdigit() else None,
             site_id=int(values["site_id"]) if values["site_id"].isdigit() else None,
         )

@@ -1,0 +1,70 @@
+"""The online tap through the platform's own tap flow (``platform.devices.taps.decide``)."""
+
+from types import SimpleNamespace
+
+from sqlalchemy import select
+
+from onecard.modules.canteen import tapflow
+from onecard.modules.canteen.models import Sale
+from onecard.platform.devices import services as devices
+from onecard.platform.devices import taps
+from onecard.platform.devices.wire import Tap
+from onecard.platform.registry import Registry
+
+
+def tap(card, req_id, amount_fen=None):
+    body = {"v": 1, "req_id": req_id, "credential": {"type": "card_no", "value": card.card_no}}
+    return Tap.model_validate({**body, "amount_fen": amount_fen})
+
+
+def canteen_hooks(session):
+    """What the platform's relay does, with the session the canteen's decision reads from."""
+    return SimpleNamespace(onecard_authorize_tap=lambda tap: [tapflow.authorize_tap(session, tap)])
+
+
+def test_a_lunch_tap_is_decided_by_canteen_and_posted_by_the_platform_subsidy_first(world, at):
+    card = world.holder(purse=10_000, subsidy=300)
+    ref = devices.resolve(world.session, world.fixed.device_id)
+
+    outcome = taps.decide(
+        world.session, ref, tap(card, "t1"), canteen_hooks(world.session), now=at(12)
+    )
+    sale = tapflow.record_tap_sale(world.session, outcome.request, outcome.entry_ids[0], now=at(12))
+
+    assert (outcome.allow, outcome.reason, outcome.balance_fen) == (True, "OK", 9100)
+    assert world.balances(card) == {"subsidy": 0, "purse": 9100, "merchant": 1200}
+    assert (sale.subsidy_fen, sale.purse_fen, sale.period) == (300, 900, "lunch")
+
+
+def test_a_second_lunch_tap_is_denied_with_the_canteen_reason(world, at):
+    card = world.holder()
+    ref = devices.resolve(world.session, world.fixed.device_id)
+    hooks = canteen_hooks(world.session)
+    first = taps.decide(world.session, ref, tap(card, "t1"), hooks, now=at(12))
+    tapflow.record_tap_sale(world.session, first.request, first.entry_ids[0], now=at(12))
+
+    second = taps.decide(world.session, ref, tap(card, "t2"), hooks, now=at(12, 30))
+
+    assert (second.allow, second.reason) == (False, "LIMIT_REACHED")
+    assert world.session.scalars(select(Sale).where(Sale.card_id == card.id)).all() != []
+
+
+def test_the_registered_hook_refuses_a_tap_that_carries_no_session(world, at):
+    registry = Registry.load()
+    card = world.holder()
+    ref = devices.resolve(world.session, world.fixed.device_id)
+
+    outcome = taps.decide(
+        world.session, ref, tap(card, "t1"), registry.hooks_for(frozenset({"canteen"})), now=at(12)
+    )
+
+    assert (outcome.allow, outcome.reason) == (False, "INTERNAL_ERROR")
+    assert world.balances(card)["purse"] == 10_000
+
+
+def test_the_module_registers_its_permissions_and_the_pos_device_kind():
+    registry = Registry.load()
+
+    assert {"canteen.sell", "canteen.refund", "canteen.settle"} <= set(registry.permissions)
+    kinds = [k for batch in registry.pm.hook.onecard_device_kinds() for k in batch]
+    assert [(k.kind, k.module) for k in kinds] == [("pos", "canteen")]
