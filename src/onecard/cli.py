@@ -242,12 +242,26 @@ def _serve(settings: Settings, host: str | None, port: int | None, threads: int)
 @pass_ctx
 def run(ctx: Context) -> None:
     """Start the platform on the configured (embedded) default: migrate, seed the demo, serve."""
+    from onecard import embedded
+    from onecard.web.logs import configure_logging
+
     settings = ctx.settings
+    configure_logging(settings.logging.level, settings.logging.json)
     click.echo(f"database: {settings.redacted()['database']['url']}")
     login = _seed(settings) if settings.demo.seed else None
+    running = embedded.start(
+        settings, make_session_factory(make_engine(settings.database.url)), fleet=settings.demo.seed
+    )
+    click.echo(
+        f"MQTT broker: {settings.mqtt.host}:{settings.mqtt.port}"
+        f"{' (embedded)' if settings.mqtt.embedded else ''}"
+    )
     if login is not None:
         _print_login(settings, login)
-    _serve(settings, None, None, 16)
+    try:
+        _serve(settings, None, None, 16)
+    finally:
+        running.stop()
 
 
 @main.group()
@@ -371,8 +385,9 @@ def _mount_groups() -> None:
     from onecard.device_agents.agent_cli import agent_command, sim_command
     from onecard.device_agents.card_cli import card, psam
     from onecard.keys.cli import keys
+    from onecard.platform.devices.cli import bridge_command, devices
 
-    for group in (keys, card, psam, agent_command, sim_command):
+    for group in (keys, card, psam, agent_command, sim_command, devices, bridge_command):
         main.add_command(group)
 
 

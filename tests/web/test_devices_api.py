@@ -17,9 +17,11 @@ def test_device_is_registered_read_changed_and_rotated(api: Any) -> None:
     first = r.get_json()["mqtt"]["password"]
     assert api.get(f"/api/v1/devices/{dev}").get_json()["name"] == "Till 1"
     r = api.patch(f"/api/v1/devices/{dev}", json={"name": "Till 2", "enabled": False})
-    assert r.get_json()["name"] == "Till 2" and r.get_json()["enabled"] is False
+    assert r.get_json()["name"] == "Till 2"
+    assert r.get_json()["enabled"] is False
     rotated = api.post(f"/api/v1/devices/{dev}/credentials/rotate").get_json()
-    assert rotated["username"] == dev and rotated["password"] != first
+    assert rotated["username"] == dev
+    assert rotated["password"] != first
     listed = api.get("/api/v1/devices").get_json()
     assert [d["device_id"] for d in listed["items"]] == [dev]
 
@@ -37,7 +39,8 @@ def test_commands_tasks_and_health(api: Any) -> None:
     dev = _dev()
     api.post("/api/v1/devices", json={"device_id": dev, "kind": "door"})
     r = api.post(f"/api/v1/devices/{dev}/commands", json={"name": "open_door", "args": {}})
-    assert r.status_code == 201 and r.get_json()["status"] == "pending"
+    assert r.status_code == 201
+    assert r.get_json()["status"] == "pending"
     assert (
         api.post(f"/api/v1/devices/{dev}/commands", json={"name": "format_disk"}).status_code == 422
     )
@@ -54,7 +57,8 @@ def test_commands_tasks_and_health(api: Any) -> None:
     assert r.status_code == 201, r.get_json()
     assert [t["name"] for t in api.get("/api/v1/device-tasks").get_json()["items"]] == ["nightly"]
     h = api.get(f"/api/v1/devices/{dev}/health").get_json()
-    assert h["status"] == "critical" and h["alerts"][0]["code"] == "offline"
+    assert h["status"] == "critical"
+    assert h["alerts"][0]["code"] == "offline"
 
 
 def test_receipts_of_a_card_without_changes_list_nothing(api: Any) -> None:

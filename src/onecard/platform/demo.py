@@ -136,9 +136,9 @@ def _seed_person(
         actor=actor,
         now=now,
     )
-    card = issue_card(
-        session, person, NewCard(card_no=f"{88000000 + n}", deposit_fen=2000), actor=actor, now=now
-    )
+    # UIDs 10000000.. are what the simulated fleet's readers present (card n-1 of its range).
+    spec = NewCard(card_no=f"{88000000 + n}", uid=f"{0x10000000 + n - 1:08X}", deposit_fen=2000)
+    card = issue_card(session, person, spec, actor=actor, now=now)
     ops.top_up(
         session,
         person.id,

@@ -181,7 +181,7 @@ def test_mosquitto_clients_as_a_device_hello_records_and_ack(
     creds = ["-u", dev_id, "-P", pw] if broker.acl else []
     if broker.tls_ca:
         creds += ["--cafile", broker.tls_ca]
-    sub_cmd = ["mosquitto_sub", *base, *creds, "-i", f"{dev_id}-sub", "-W", "90"]
+    sub_cmd = ["stdbuf", "-oL", "mosquitto_sub", *base, *creds, "-i", f"{dev_id}-sub", "-W", "90"]
     sub = subprocess.Popen(
         [*sub_cmd, "-t", f"oc/v1/{dev_id}/down/#", "-q", "1", "-v", "-d"],
         stdout=subprocess.PIPE,
@@ -221,3 +221,5 @@ def test_mosquitto_clients_as_a_device_hello_records_and_ack(
     finally:
         sub.terminate()
         sub.wait(10)
+        if sub.stdout is not None:
+            sub.stdout.close()

@@ -1,18 +1,17 @@
 """Offline records, exactly once: ``(device, epoch, seq)`` is unique, replays change nothing.
 
-:func:`ingest` stores a triaged batch in the caller's transaction and returns the
-acknowledgement: the highest contiguous seq stored for the epoch and the ``missing`` ranges
-below the highest seq seen. A record whose body is malformed but whose seq is readable is kept
-as a ``malformed`` fact with its raw payload (the platform never refuses a fact, and the device
-may delete it once acknowledged); a record without a readable seq is only counted.
+:func:`ingest` stores a decoded batch in the caller's transaction and returns the protocol's
+`Ack` (`protocol.acks.compute_ack` over every seq stored, ranges the device declared ``gone``
+counting as held). A record whose body is malformed but whose seq is readable is kept as a
+``malformed`` fact with the reason (the platform never refuses a fact, and the device may delete
+it once acknowledged); a record without a readable seq is only counted.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -20,51 +19,64 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from onecard.device_agents.protocol.acks import compute_ack, merge_ranges
+from onecard.device_agents.protocol.codes import CredentialKind
+from onecard.device_agents.protocol.messages import RejectedRecord
+from onecard.device_agents.protocol.timesync import CLOCK_FLOOR_MS, corrected_time
 from onecard.platform.cards.models import Card
-from onecard.platform.clock import as_utc
 from onecard.platform.db.engine import is_postgres
 from onecard.platform.db.tenancy import require_tenant_id
 from onecard.platform.devices.models import DeviceEpoch, DeviceRecord
 from onecard.platform.devices.services import DeviceRef
-from onecard.platform.devices.wire import Record, RecordBatch
+from onecard.platform.devices.wire import Ack, DecodedBatch, Record
 
 MAX_MISSING_RANGES = 100
 Range = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class Ack:
-    """What ``down/ack`` carries, plus counts for the bridge's metrics."""
+class Ingested:
+    """The ``down/ack`` message plus counts for the bridge's metrics."""
 
-    epoch: int
-    acked_upto: int
-    missing: tuple[Range, ...]
+    ack: Ack
     stored: int
     duplicates: int
     malformed: int
 
 
-def ingest(session: Session, device: DeviceRef, batch: RecordBatch, *, now: datetime) -> Ack:
+def ingest(session: Session, device: DeviceRef, batch: DecodedBatch, *, now: datetime) -> Ingested:
     """Store the new records of ``batch`` and compute the acknowledgement (never commits)."""
     state = _epoch_state(session, device, batch.epoch, now)
     rows = [_row(session, device, batch.epoch, r, now) for r in batch.records]
     rows += [
-        _malformed_row(device, batch.epoch, s, why, raw, now)
-        for s, why, raw in batch.malformed
-        if s
+        _malformed_row(device, batch.epoch, e.seq, f"{e.reason.value}: {e.detail}", now)
+        for e in batch.rejected
+        if e.seq is not None
     ]
     stored = _insert_new(session, rows)
     seqs = [r["seq"] for r in rows]
     if seqs:
         state.highest_seen = max(state.highest_seen, *seqs)
-    state.acked_upto, missing = _progress(session, state)
+    if batch.gone:
+        state.lost = [list(r) for r in merge_ranges([*_lost(state), *batch.gone])]
+    ack = _ack(session, state)
+    rejected = tuple(
+        RejectedRecord(seq=e.seq, reason=e.reason.value)
+        for e in batch.rejected
+        if e.seq is not None and e.seq <= ack.upper
+    )
+    if rejected:
+        ack = ack.model_copy(update={"rejected": rejected[:500]})
     state.updated_at = now
     session.flush()
-    duplicates = len(rows) - stored
-    return Ack(batch.epoch, state.acked_upto, missing, stored, duplicates, len(batch.malformed))
+    return Ingested(ack, stored, len(rows) - stored, len(batch.rejected))
 
 
-def _epoch_state(session: Session, device: DeviceRef, epoch: int, now: datetime) -> DeviceEpoch:
+def _lost(state: DeviceEpoch) -> list[Range]:
+    return [(int(a), int(b)) for a, b in state.lost]
+
+
+def _epoch_state(session: Session, device: DeviceRef, epoch: str, now: datetime) -> DeviceEpoch:
     """The epoch's progress row, created race-free and locked for this transaction."""
     values = {
         "tenant_id": require_tenant_id(),
@@ -85,35 +97,34 @@ def _epoch_state(session: Session, device: DeviceRef, epoch: int, now: datetime)
     stmt = select(DeviceEpoch).where(DeviceEpoch.device_pk == device.pk, DeviceEpoch.epoch == epoch)
     if is_postgres(session):
         stmt = stmt.with_for_update()
-    state = session.scalars(stmt.execution_options(populate_existing=True)).one()
-    return state
+    return session.scalars(stmt.execution_options(populate_existing=True)).one()
 
 
 def _row(
-    session: Session, device: DeviceRef, epoch: int, rec: Record, now: datetime
+    session: Session, device: DeviceRef, epoch: str, rec: Record, now: datetime
 ) -> dict[str, Any]:
     corrected, flags = _corrected_time(rec, device.clock_offset_ms)
-    flags += _card_flags(session, rec.card_no)
-    extra = {k: v for k, v in (rec.model_extra or {}).items()}
+    card_no, card_flags = _card(session, rec)
+    payload = rec.model_dump(mode="json", by_alias=True, exclude_none=True)
     return {
         "tenant_id": device.tenant_id,
         "device_pk": device.pk,
         "epoch": epoch,
         "seq": rec.seq,
-        "type": rec.type,
-        "card_no": rec.card_no,
-        "amount_fen": rec.amount_fen,
+        "type": rec.event,
+        "card_no": card_no,
+        "amount_fen": rec.amount,
         "device_time": rec.device_time,
         "corrected_time": corrected,
         "clock_valid": rec.clock_valid,
         "received_at": now,
-        "flags": flags,
-        "payload": extra,
+        "flags": [*rec.flags, *flags, *card_flags],
+        "payload": payload,
     }
 
 
 def _malformed_row(
-    device: DeviceRef, epoch: int, seq: int, why: str, raw: dict[str, Any], now: datetime
+    device: DeviceRef, epoch: str, seq: int, why: str, now: datetime
 ) -> dict[str, Any]:
     return {
         "tenant_id": device.tenant_id,
@@ -123,40 +134,40 @@ def _malformed_row(
         "type": "malformed",
         "card_no": None,
         "amount_fen": None,
-        "device_time": "",
+        "device_time": None,
         "corrected_time": None,
         "clock_valid": False,
         "received_at": now,
         "flags": ["malformed", why[:200]],
-        "payload": {"raw": _json_safe(raw)},
+        "payload": {},
     }
 
 
-def _json_safe(raw: dict[str, Any]) -> Any:
-    text = json.dumps(raw, default=str, ensure_ascii=False)
-    return json.loads(text) if len(text) <= 4000 else {"truncated": text[:4000]}
-
-
 def _corrected_time(rec: Record, offset_ms: int | None) -> tuple[datetime | None, list[str]]:
-    """Device time minus the measured offset (device − platform); flags when unusable."""
-    if not rec.clock_valid:
+    """Device time plus the measured offset (platform − device); flags when unusable."""
+    if not rec.clock_valid or rec.device_time < CLOCK_FLOOR_MS:
         return None, ["clock_invalid"]
-    try:
-        when = datetime.fromisoformat(rec.device_time)
-    except ValueError:
-        return None, ["bad_device_time"]
-    if when.tzinfo is None:
-        return None, ["bad_device_time"]
-    return as_utc(when) - timedelta(milliseconds=offset_ms or 0), []
+    ms = corrected_time(rec.device_time, offset_ms or 0)
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms), []
 
 
-def _card_flags(session: Session, card_no: str | None) -> list[str]:
-    if card_no is None:
-        return []
-    status = session.scalar(select(Card.status).where(Card.card_no == card_no))
-    if status is None:
-        return ["unknown_card"]
-    return [] if status == "active" else ["blacklisted_card"]
+def card_of(session: Session, kind: CredentialKind, value: str) -> Card | None:
+    """The card a credential names (by UID or card number), in the current tenant."""
+    if kind is CredentialKind.UID:
+        return session.scalar(select(Card).where(Card.uid == value.upper()))
+    if kind is CredentialKind.CARD_NO:
+        return session.scalar(select(Card).where(Card.card_no == value))
+    return None
+
+
+def _card(session: Session, rec: Record) -> tuple[str | None, list[str]]:
+    cred = rec.credential
+    if cred is None:
+        return None, []
+    card = card_of(session, cred.kind, cred.value)
+    if card is None:
+        return (cred.value[:32] if cred.kind is CredentialKind.CARD_NO else None), ["unknown_card"]
+    return card.card_no, ([] if card.status == "active" else ["blacklisted_card"])
 
 
 def _insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> int:
@@ -173,55 +184,58 @@ def _insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     return len(session.execute(stmt, unique).all())
 
 
-def _progress(session: Session, state: DeviceEpoch) -> tuple[int, tuple[Range, ...]]:
-    """Highest contiguous seq (lost ranges count as covered) and the gaps above it."""
-    lost = [(int(a), int(b)) for a, b in state.lost]
-    have = set(
+def _stored_above(session: Session, state: DeviceEpoch, floor: int) -> list[int]:
+    return list(
         session.scalars(
             select(DeviceRecord.seq).where(
                 DeviceRecord.device_pk == state.device_pk,
                 DeviceRecord.epoch == state.epoch,
-                DeviceRecord.seq > state.acked_upto,
+                DeviceRecord.seq > floor,
             )
         )
     )
-    upto = state.acked_upto
-    while upto + 1 in have or _in_ranges(upto + 1, lost):
-        upto += 1
-    missing: list[Range] = []
-    seq = upto + 1
-    while seq <= state.highest_seen and len(missing) < MAX_MISSING_RANGES:
-        if seq in have or _in_ranges(seq, lost):
-            seq += 1
-            continue
-        start = seq
-        while seq <= state.highest_seen and seq not in have and not _in_ranges(seq, lost):
-            seq += 1
-        missing.append((start, seq - 1))
-    return upto, tuple(missing)
 
 
-def _in_ranges(seq: int, ranges: Sequence[Range]) -> bool:
-    return any(a <= seq <= b for a, b in ranges)
+def _ack(session: Session, state: DeviceEpoch) -> Ack:
+    """`compute_ack` over what is stored (everything up to ``acked_upto`` is known held)."""
+    floor = state.acked_upto
+    held = [(1, floor)] if floor else []
+    ack = compute_ack(
+        state.epoch,
+        _stored_above(session, state, floor),
+        gone=[*held, *_lost(state)],
+        max_missing=MAX_MISSING_RANGES,
+    )
+    state.acked_upto = ack.acked_upto
+    return ack
 
 
 def mark_lost(
-    session: Session, device: DeviceRef, epoch: int, ranges: Sequence[Range], *, now: datetime
+    session: Session, device: DeviceRef, epoch: str, ranges: Sequence[Range], *, now: datetime
 ) -> Ack:
     """The device answered that ``ranges`` are gone: keep them visible, stop asking for them."""
     state = _epoch_state(session, device, epoch, now)
-    state.lost = [*state.lost, *([a, b] for a, b in ranges)]
-    state.acked_upto, missing = _progress(session, state)
+    state.lost = [list(r) for r in merge_ranges([*_lost(state), *ranges])]
+    ack = _ack(session, state)
     state.updated_at = now
     session.flush()
-    return Ack(epoch, state.acked_upto, missing, 0, 0, 0)
+    return ack
+
+
+def ack_for(session: Session, device: DeviceRef, epoch: str, *, now: datetime) -> Ack:
+    """The current ack of ``epoch`` (what a hello is answered with)."""
+    state = _epoch_state(session, device, epoch, now)
+    ack = _ack(session, state)
+    state.updated_at = now
+    session.flush()
+    return ack
 
 
 @dataclass(frozen=True)
 class Gap:
     """A device epoch with records missing or declared lost (what the console shows)."""
 
-    epoch: int
+    epoch: str
     acked_upto: int
     highest_seen: int
     missing: tuple[Range, ...]
@@ -234,11 +248,16 @@ def gaps(session: Session, device_pk: int) -> list[Gap]:
     rows = session.scalars(
         select(DeviceEpoch)
         .where(DeviceEpoch.device_pk == device_pk)
-        .order_by(DeviceEpoch.epoch.desc())
+        .order_by(DeviceEpoch.updated_at.desc())
     )
     for st in rows:
-        _upto, missing = _progress(session, st)
-        if missing or st.lost:
-            lost = tuple((int(a), int(b)) for a, b in st.lost)
-            out.append(Gap(st.epoch, st.acked_upto, st.highest_seen, missing, lost))
+        floor = st.acked_upto
+        ack = compute_ack(
+            st.epoch,
+            _stored_above(session, st, floor),
+            gone=[*([(1, floor)] if floor else []), *_lost(st)],
+            max_missing=MAX_MISSING_RANGES,
+        )
+        if ack.missing or st.lost:
+            out.append(Gap(st.epoch, ack.acked_upto, st.highest_seen, ack.missing, tuple(_lost(st))))
     return out

@@ -9,22 +9,23 @@ publishes; any number of bridges may run it, a device ignores a delta it already
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from onecard.device_agents.protocol.blacklist import credential_key, snapshot_chunks
+from onecard.device_agents.protocol.codes import CredentialKind
 from onecard.platform.cards import blacklist
-from onecard.platform.cards.models import BlacklistChange
+from onecard.platform.cards.models import BlacklistChange, Card
 from onecard.platform.db.tenancy import unscoped
 from onecard.platform.devices.models import Device, DeviceListReceipt, DeviceListState
+from onecard.platform.devices.wire import BLACKLIST, ListDelta, ListSnapshotChunk
 from onecard.platform.errors import NotFound
 
-BLACKLIST = "card_blacklist"
 SNAPSHOT_AFTER = 5000  # versions behind: a snapshot is smaller than the delta
-SNAPSHOT_CHUNK = 5000  # card numbers per snapshot message
 RESEND_AFTER = timedelta(seconds=30)
 
 
@@ -33,7 +34,20 @@ class ListUpdate:
     """One ``down/lists`` message for one device."""
 
     device_id: str
-    body: dict[str, Any]
+    message: ListDelta | ListSnapshotChunk
+
+
+def card_keys(session: Session, card_nos: Iterable[str]) -> list[int]:
+    """The list keys (`protocol.blacklist.credential_key`) of cards: their card number and,
+    when known, their UID, so a device finds the card by whichever credential it reads."""
+    wanted = sorted(set(card_nos))
+    uids: dict[str, str | None] = {}
+    for i in range(0, len(wanted), 1000):
+        part = wanted[i : i + 1000]
+        uids.update(session.execute(select(Card.card_no, Card.uid).where(Card.card_no.in_(part))).tuples())
+    keys = {credential_key(CredentialKind.CARD_NO, c) for c in wanted}
+    keys |= {credential_key(CredentialKind.UID, u) for u in uids.values() if u}
+    return sorted(keys)
 
 
 def _state(session: Session, device_pk: int, name: str) -> DeviceListState:
@@ -62,27 +76,22 @@ def updates_for(session: Session, device: Device, *, now: datetime) -> list[List
     if current - base > SNAPSHOT_AFTER:
         return _snapshot(session, device.device_id)
     d = blacklist.delta(session, base, limit=SNAPSHOT_AFTER)
-    body = {"list": BLACKLIST, "from": d.from_version, "to": d.to_version}
-    return [ListUpdate(device.device_id, {**body, "add": list(d.add), "remove": list(d.remove)})]
+    if d.to_version <= base:
+        return []
+    delta = ListDelta(
+        list=BLACKLIST,
+        from_=base,
+        to=d.to_version,
+        add=tuple(card_keys(session, d.add)),
+        remove=tuple(card_keys(session, d.remove)),
+    )
+    return [ListUpdate(device.device_id, delta)]
 
 
 def _snapshot(session: Session, device_id: str) -> list[ListUpdate]:
     version, cards = blacklist.snapshot(session)
-    chunks = [cards[i : i + SNAPSHOT_CHUNK] for i in range(0, len(cards), SNAPSHOT_CHUNK)] or [[]]
-    return [
-        ListUpdate(
-            device_id,
-            {
-                "list": BLACKLIST,
-                "snapshot": True,
-                "to": version,
-                "chunk": n,
-                "chunks": len(chunks),
-                "entries": chunk,
-            },
-        )
-        for n, chunk in enumerate(chunks)
-    ]
+    chunks = snapshot_chunks(BLACKLIST, version, card_keys(session, cards))
+    return [ListUpdate(device_id, chunk) for chunk in chunks]
 
 
 def due_updates(session: Session, *, now: datetime) -> list[tuple[int, ListUpdate]]:
@@ -123,6 +132,16 @@ def device_reports(
         stale = st.sent_at is None or now - st.sent_at >= RESEND_AFTER
         if not receipt and (stale or version < st.applied_version):
             st.sent_version = min(st.sent_version, version)
+    session.flush()
+
+
+def device_gap(session: Session, device_pk: int, name: str, held: int, *, now: datetime) -> None:
+    """The device could not apply what came (``gap`` receipt): it holds ``held``, resend."""
+    if name != BLACKLIST:
+        return
+    st = _state(session, device_pk, name)
+    st.applied_version = st.sent_version = max(held, 0)
+    st.sent_at = now
     session.flush()
 
 

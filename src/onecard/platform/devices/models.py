@@ -41,7 +41,7 @@ class Device(IdMixin, TenantScoped, Base):
     last_seen_at: Mapped[datetime | None]
     last_heartbeat_at: Mapped[datetime | None]
     firmware: Mapped[str] = mapped_column(String(64), default="")
-    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    epoch: Mapped[str | None] = mapped_column(String(64))
     config_version: Mapped[int] = mapped_column(default=0)
     config_published: Mapped[int] = mapped_column(default=0)
     clock_offset_ms: Mapped[int | None] = mapped_column(BigInteger)
@@ -62,7 +62,7 @@ class DeviceHeartbeat(IdMixin, TenantScoped, AppendOnly, Base):
     received_at: Mapped[datetime]
     unsent: Mapped[int]
     storage_used: Mapped[int] = mapped_column(BigInteger)
-    storage_total: Mapped[int] = mapped_column(BigInteger)
+    storage_total: Mapped[int | None] = mapped_column(BigInteger)
     clock_offset_ms: Mapped[int | None] = mapped_column(BigInteger)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
@@ -74,7 +74,7 @@ class DeviceEpoch(IdMixin, TenantScoped, Base):
     __table_args__ = (UniqueConstraint("device_pk", "epoch"),)
 
     device_pk: Mapped[int] = mapped_column(BigId, ForeignKey("devices.id"))
-    epoch: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[str] = mapped_column(String(64))
     acked_upto: Mapped[int] = mapped_column(BigInteger, default=0)
     highest_seen: Mapped[int] = mapped_column(BigInteger, default=0)
     lost: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ranges the device says are gone
@@ -89,12 +89,12 @@ class DeviceRecord(IdMixin, TenantScoped, AppendOnly, Base):
     __table_args__ = (UniqueConstraint("device_pk", "epoch", "seq"),)
 
     device_pk: Mapped[int] = mapped_column(BigId, ForeignKey("devices.id"))
-    epoch: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)
     type: Mapped[str] = mapped_column(String(40))
     card_no: Mapped[str | None] = mapped_column(String(32), index=True)
     amount_fen: Mapped[int | None] = mapped_column(BigInteger)
-    device_time: Mapped[str] = mapped_column(String(40))
+    device_time: Mapped[int | None] = mapped_column(BigInteger)  # ms, device clock as sent
     corrected_time: Mapped[datetime | None]
     clock_valid: Mapped[bool] = mapped_column(Boolean, default=True)
     received_at: Mapped[datetime]
