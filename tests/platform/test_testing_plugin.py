@@ -11,7 +11,7 @@ def test_postgres_only_test_fails_loudly_on_sqlite(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k != "ONECARD_TEST_DATABASE_URL"}
 
-    run = subprocess.run(  # noqa: S603  (our own interpreter and arguments)
+    run = subprocess.run(
         [
             sys.executable,
             "-m",

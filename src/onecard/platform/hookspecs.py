@@ -75,6 +75,16 @@ def onecard_authorize_tap(tap: Any) -> Any:
 
 
 @hookspec
+def onecard_tap_recorded(tap: Any, decision: Any, session: Any) -> None:
+    """Tenant, notify: inside a tap's transaction, after its postings and its tap record.
+
+    ``decision`` is the platform's outcome (allow, reason, ``entry_ids`` of the postings made).
+    The module may write its own facts through ``session`` (a canteen sale); raising rolls the
+    whole tap back and the device is answered ``INTERNAL_ERROR``. Replays are not notified.
+    """
+
+
+@hookspec
 def onecard_tap_completed(tap: Any, outcome: Any) -> None:
     """Tenant, notify: after a tap's transaction committed (statistics, live feed)."""
 

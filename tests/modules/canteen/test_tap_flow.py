@@ -1,5 +1,6 @@
 """The online tap through the platform's own tap flow (``platform.devices.taps.decide``)."""
 
+import json
 from types import SimpleNamespace
 
 from sqlalchemy import select
@@ -8,18 +9,23 @@ from onecard.modules.canteen import tapflow
 from onecard.modules.canteen.models import Sale
 from onecard.platform.devices import services as devices
 from onecard.platform.devices import taps
-from onecard.platform.devices.wire import Tap
+from onecard.platform.devices.wire import TapRequest
 from onecard.platform.registry import Registry
 
 
 def tap(card, req_id, amount_fen=None):
-    body = {"v": 1, "req_id": req_id, "credential": {"type": "card_no", "value": card.card_no}}
-    return Tap.model_validate({**body, "amount_fen": amount_fen})
+    body = {"v": 1, "req_id": req_id, "credential": {"kind": "card_no", "value": card.card_no}}
+    return TapRequest.model_validate_json(
+        json.dumps({**body, "amount": amount_fen, "device_time": 1_788_220_800_000})
+    )
 
 
 def canteen_hooks(session):
     """What the platform's relay does, with the session the canteen's decision reads from."""
-    return SimpleNamespace(onecard_authorize_tap=lambda tap: [tapflow.authorize_tap(session, tap)])
+    return SimpleNamespace(
+        onecard_authorize_tap=lambda tap: [tapflow.authorize_tap(session, tap)],
+        onecard_tap_recorded=lambda **_kw: None,
+    )
 
 
 def test_a_lunch_tap_is_decided_by_canteen_and_posted_by_the_platform_subsidy_first(world, at):
@@ -49,17 +55,20 @@ def test_a_second_lunch_tap_is_denied_with_the_canteen_reason(world, at):
     assert world.session.scalars(select(Sale).where(Sale.card_id == card.id)).all() != []
 
 
-def test_the_registered_hook_refuses_a_tap_that_carries_no_session(world, at):
+def test_the_registered_hooks_sell_in_the_tap_transaction_and_limit_the_second(world, at):
     registry = Registry.load()
-    card = world.holder()
+    card = world.holder(purse=10_000, subsidy=300)
     ref = devices.resolve(world.session, world.fixed.device_id)
+    hooks = registry.hooks_for(frozenset({"canteen"}))
 
-    outcome = taps.decide(
-        world.session, ref, tap(card, "t1"), registry.hooks_for(frozenset({"canteen"})), now=at(12)
-    )
+    first = taps.decide(world.session, ref, tap(card, "t1"), hooks, now=at(12))
+    second = taps.decide(world.session, ref, tap(card, "t2"), hooks, now=at(12, 30))
 
-    assert (outcome.allow, outcome.reason) == (False, "INTERNAL_ERROR")
-    assert world.balances(card)["purse"] == 10_000
+    assert (first.allow, first.reason, first.balance_fen) == (True, "OK", 9100)
+    sales = world.session.scalars(select(Sale).where(Sale.card_id == card.id)).all()
+    assert [(x.subsidy_fen, x.purse_fen) for x in sales] == [(300, 900)]
+    assert (second.allow, second.reason) == (False, "LIMIT_REACHED")
+    assert world.balances(card) == {"subsidy": 0, "purse": 9100, "merchant": 1200}
 
 
 def test_the_module_registers_its_permissions_and_the_pos_device_kind():

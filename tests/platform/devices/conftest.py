@@ -27,6 +27,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session, sessionmaker
 
+from onecard.device_agents.protocol.asyncapi import validate_message
+from onecard.device_agents.protocol.codes import ProtocolError
 from onecard.platform.actors import Actor
 from onecard.platform.db.tenancy import tenant_scope
 from onecard.platform.devices import services
@@ -38,6 +40,8 @@ from onecard.platform.tenants.models import Tenant
 SECRET = "test-secret-key-0123456789abcdef"
 PLATFORM_PW = "platform-test-password"
 WAIT = 45.0
+EPOCH = "ep-0001"
+DEVICE_TIME = 1_788_220_800_000  # 2026-09-01T00:00:00Z in ms
 
 
 def free_port() -> int:
@@ -203,6 +207,7 @@ def start_bridge(
             share_group=kw.pop("group"),
         )
         bridge = Bridge(session_factory, conn, box=box, outbox_interval=0.1, **kw)
+        checked_publish(bridge)
         bridge.start()
         assert bridge.subscribed.wait(WAIT), "bridge did not connect and subscribe"
         started.append(bridge)
@@ -211,6 +216,28 @@ def start_bridge(
     yield _start
     for bridge in started:
         bridge.stop()
+    for bridge in started:
+        assert not bridge.invalid_sent, bridge.invalid_sent  # type: ignore[attr-defined]
+        assert bridge.valid_sent > 0  # type: ignore[attr-defined]
+
+
+def checked_publish(bridge: Bridge) -> Bridge:
+    """Validate every message the bridge sends against docs/asyncapi.yaml (`validate_message`);
+    failures collect in ``bridge.invalid_sent``, successes count in ``bridge.valid_sent``."""
+    original = bridge.publish
+    bridge.invalid_sent = []  # type: ignore[attr-defined]
+    bridge.valid_sent = 0  # type: ignore[attr-defined]
+
+    def publish(name: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        try:
+            validate_message(name, payload)
+            bridge.valid_sent += 1  # type: ignore[attr-defined]
+        except ProtocolError as err:
+            bridge.invalid_sent.append(f"{name}: {err}")  # type: ignore[attr-defined]
+        original(name, payload, qos=qos, retain=retain)
+
+    bridge.publish = publish  # type: ignore[method-assign]
+    return bridge
 
 
 class DeviceClient:
@@ -224,7 +251,9 @@ class DeviceClient:
             self.c.username_pw_set(device_id, password)
         if b.tls_ca:
             self.c.tls_set(ca_certs=b.tls_ca)
-        self.c.will_set(f"oc/v1/{device_id}/state", b"offline", qos=1, retain=True)
+        self.c.will_set(
+            f"oc/v1/{device_id}/state", b'{"v":1,"state":"offline"}', qos=0, retain=True
+        )
         self.subscribed = threading.Event()
         self.c.on_connect = self._on_connect
         self.c.on_subscribe = lambda *_a: self.subscribed.set()
@@ -267,20 +296,20 @@ class DeviceClient:
             if got == suffix and pred(body):
                 return body
 
-    def online(self, epoch: int = 1, lists: dict[str, int] | None = None) -> dict[str, Any]:
-        self.send("state", b"online", retain=True)
-        self.send(
-            "up/hello",
-            {
-                "kind": "pos",
-                "firmware": "t1",
-                "epoch": epoch,
-                "seq": 0,
-                "lists": lists or {},
-                "config_version": 0,
-                "device_time": "2026-09-01T08:30:00+00:00",
-            },
-        )
+    def online(self, epoch: str = EPOCH, lists: dict[str, int] | None = None) -> dict[str, Any]:
+        self.send("state", {"state": "online"}, retain=True)
+        hello = {
+            "kind": "pos",
+            "firmware": "t1",
+            "epoch": epoch,
+            "max_seq": 0,
+            "unsent": 0,
+            "lists": lists or {},
+            "config_version": 0,
+            "device_time": DEVICE_TIME,
+        }
+        validate_message(f"oc/v1/{self.device_id}/up/hello", {"v": 1, **hello})
+        self.send("up/hello", hello)
         return self.expect("down/ack")
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -13,6 +14,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from onecard.device_agents.protocol.blacklist import credential_key
+from onecard.device_agents.protocol.bundles import verify_bundle
+from onecard.device_agents.protocol.codec import decode
+from onecard.device_agents.protocol.codes import CredentialKind, ProtocolError
+from onecard.device_agents.protocol.messages import ConfigBundle as ConfigMessage
+from onecard.device_agents.protocol.topics import Topic
 from onecard.platform.actors import Actor
 from onecard.platform.cards.lifecycle import NewCard, issue_card, report_loss
 from onecard.platform.db.tenancy import tenant_scope
@@ -23,15 +30,18 @@ from onecard.platform.people.schemas import PersonCreate
 from onecard.platform.people.services import create_person
 
 SYS = Actor.system("tests")
+EPOCH = "ep-0001"  # as conftest.EPOCH
+DEVICE_TIME = 1_788_220_800_000
 WAIT = 45.0
 
 
 def rec(seq: int, **extra: Any) -> dict[str, Any]:
     return {
+        "epoch": EPOCH,
         "seq": seq,
-        "type": "purchase",
-        "amount_fen": 100 + seq,
-        "device_time": "2026-09-01T08:00:00+08:00",
+        "event": "tap",
+        "amount": 100 + seq,
+        "device_time": DEVICE_TIME,
         **extra,
     }
 
@@ -66,19 +76,19 @@ def test_replayed_batch_adds_nothing_and_a_dropped_record_is_asked_for(
     start_bridge(broker, group=group())
     dev = f.connect(next(iter(f.passwords)))
     assert dev.online()["acked_upto"] == 0
-    batch = {"epoch": 1, "records": [rec(1), rec(2), rec(3)]}
+    batch = {"epoch": EPOCH, "records": [rec(1), rec(2), rec(3)]}
     for _ in range(3):
         dev.send("up/records", batch)
         assert dev.expect("down/ack")["acked_upto"] == 3
     assert stored(session_factory, f.tenant.id, dev.device_id) == [1, 2, 3]
 
-    dev.send("up/records", {"epoch": 1, "records": [rec(4), rec(6)]})
+    dev.send("up/records", {"epoch": EPOCH, "records": [rec(4), rec(6)]})
     ack = dev.expect("down/ack")
-    assert (ack["acked_upto"], ack["missing"]) == (4, [[5, 5]])
+    assert (ack["acked_upto"], ack["highest"], ack["missing"]) == (4, 6, [[5, 5]])
 
-    dev.send("up/records", {"epoch": 1, "records": [rec(5)]})
+    dev.send("up/records", {"epoch": EPOCH, "records": [rec(5)]})
     ack = dev.expect("down/ack")
-    assert (ack["acked_upto"], ack["missing"]) == (6, [])
+    assert (ack["acked_upto"], ack["highest"], ack.get("missing", [])) == (6, 6, [])
     assert stored(session_factory, f.tenant.id, dev.device_id) == [1, 2, 3, 4, 5, 6]
 
 
@@ -114,11 +124,13 @@ def test_loss_report_reaches_every_online_device_and_receipts_are_listed(
     for d in online:
         d.online()
     card_id, card_no = _lost_card(session_factory, f.tenant.id, now)
-    deltas = [d.expect("down/lists", lambda b: card_no in b.get("add", [])) for d in online]
-    assert all(x["list"] == "card_blacklist" and "snapshot" not in x for x in deltas)
+    key = credential_key(CredentialKind.CARD_NO, card_no)
+    deltas = [d.expect("down/lists", lambda b: key in b.get("add", [])) for d in online]
+    assert all(x["list"] == "blacklist" and x["kind"] == "delta" for x in deltas)
 
     online[0].send(
-        "up/receipt", {"type": "list", "list": "card_blacklist", "version": deltas[0]["to"]}
+        "up/receipt",
+        {"kind": "list", "list": "blacklist", "version": deltas[0]["to"], "status": "applied"},
     )
     api = make_api_user(tenant=f.tenant)
 
@@ -150,17 +162,17 @@ def test_malformed_payloads_are_counted_answered_and_never_lose_valid_records(
     ]:
         dev.send(suffix, payload)
         reasons.append(dev.expect("down/cmd", lambda b: b["name"] == "error")["args"]["reason"])
-    assert reasons == ["not-json", "invalid", "invalid", "too-large", "unknown-topic"]
+    assert reasons == ["malformed_json", "bad_value", "bad_type", "too_large", "bad_topic"]
 
-    mixed = {"epoch": 1, "records": [rec(1), {"seq": 2, "type": 5}, "garbage", rec(3)]}
+    mixed = {"epoch": EPOCH, "records": [rec(1), {"seq": 2, "event": 5}, "garbage", rec(3)]}
     dev.send("up/records", mixed)
     ack = dev.expect("down/ack")
-    assert (ack["acked_upto"], ack["malformed"]) == (3, 2)
+    assert (ack["acked_upto"], [r["seq"] for r in ack["rejected"]]) == (3, [2])
     assert stored(session_factory, f.tenant.id, dev.device_id) == [1, 2, 3]
     dev.send("up/time", {"t0": 1000})
     assert dev.expect("down/time")["t0"] == 1000  # still serving
     outcomes = {o for (_r, o) in bridge.counts}
-    assert {"malformed:not-json", "malformed:too-large", "malformed:unknown-topic"} <= outcomes
+    assert {"malformed:malformed_json", "malformed:too_large", "malformed:bad_topic"} <= outcomes
 
 
 def test_config_bundle_is_signed_published_retained_and_tampering_is_refused(
@@ -177,15 +189,23 @@ def test_config_bundle_is_signed_published_retained_and_tampering_is_refused(
         bundle = bundles.build(s, device, {}, box=box, actor=SYS, now=now)
         s.commit()
         key = bundles.public_key(s, bundle.key_id)
-    msg = dev.expect("down/config")
-    bundles.verify(msg, device_id=dev_id, key=key)  # what the agent does
-    assert msg["body"]["settings"]["mode"] == "canteen"
-    tampered = {**msg, "body": {**msg["body"], "settings": {"mode": "free"}}}
-    with pytest.raises(bundles.UnsignedBundle):
-        bundles.verify(tampered, device_id=dev_id, key=key)
-    forged = {**msg, "hash": bundles.content_hash(tampered["body"])}
-    with pytest.raises(bundles.UnsignedBundle):
-        bundles.verify({**forged, "body": tampered["body"]}, device_id=dev_id, key=key)
+    raw = dev.expect("down/config")
+    msg = decode(Topic.CONFIG, json.dumps(raw))
+    assert isinstance(msg, ConfigMessage)
+    body = verify_bundle(msg, key, device=dev_id)  # what the agent runs
+    assert body["settings"]["mode"] == "canteen"
+    tampered = msg.model_copy(update={"body": msg.body.replace("canteen", "free")})
+    with pytest.raises(ProtocolError, match="bad_hash"):
+        verify_bundle(tampered, key, device=dev_id)
+    rehashed = tampered.model_copy(
+        update={"sha256": hashlib.sha256(tampered.body.encode()).hexdigest()}
+    )
+    with pytest.raises(ProtocolError, match="bad_signature"):
+        verify_bundle(rehashed, key, device=dev_id)
+    with pytest.raises(ProtocolError, match="wrong_device"):
+        verify_bundle(msg, key, device="another-device")
+    with pytest.raises(ProtocolError, match="bad_signature"):
+        verify_bundle(msg.model_copy(update={"version": msg.version + 1}), key, device=dev_id)
     with session_factory() as s, tenant_scope(f.tenant.id):
         unsigned = ConfigBundle(
             device_pk=bundle.device_pk,
@@ -198,6 +218,17 @@ def test_config_bundle_is_signed_published_retained_and_tampering_is_refused(
         )
         with pytest.raises(bundles.UnsignedBundle):
             bundles.message(s, dev_id, unsigned)
+        forged = ConfigBundle(
+            device_pk=bundle.device_pk,
+            version=bundle.version + 1,
+            content_hash=bundle.content_hash,
+            body=bundle.body,
+            key_id=bundle.key_id,
+            signature=bundle.signature,  # signed for another version
+            created_at=now,
+        )
+        with pytest.raises(bundles.UnsignedBundle):
+            bundles.message(s, dev_id, forged)
 
 
 def test_a_foreign_device_record_count_is_untouched(
@@ -208,7 +239,7 @@ def test_a_foreign_device_record_count_is_untouched(
     start_bridge(broker, group=group())
     dev = f.connect(next(iter(f.passwords)))
     dev.online()
-    dev.send("up/records", {"epoch": 1, "tenant_id": 1, "records": [rec(1)]})
+    dev.send("up/records", {"epoch": EPOCH, "tenant_id": 1, "records": [rec(1)]})
     dev.expect("down/ack")
     with session_factory() as s, tenant_scope(f.tenant.id):
         n = s.scalar(

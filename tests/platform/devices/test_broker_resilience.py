@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from onecard.device_agents.protocol.asyncapi import validate_message
 from onecard.platform.db.tenancy import tenant_scope
 from onecard.platform.devices.models import DeviceRecord
 from onecard.platform.devices.services import get_device
@@ -25,8 +26,12 @@ WAIT = 45.0
 SECRET = "test-secret-key-0123456789abcdef"
 
 
-def rec(seq: int) -> dict[str, Any]:
-    return {"seq": seq, "type": "entry", "device_time": "2026-09-01T08:00:00+08:00"}
+EPOCH = "ep-0001"
+DEVICE_TIME = 1_788_220_800_000
+
+
+def rec(seq: int, epoch: str = EPOCH) -> dict[str, Any]:
+    return {"epoch": epoch, "seq": seq, "event": "door_open", "device_time": DEVICE_TIME}
 
 
 def seqs(sf: sessionmaker[Session], tenant_id: int, device_id: str) -> list[int]:
@@ -60,11 +65,11 @@ def test_a_device_cannot_publish_as_another_or_read_its_downlink(
     a.c.subscribe(f"oc/v1/{b_id}/down/#", qos=1)  # SUBACK says granted; delivery is what counts
     info = a.c.publish(
         f"oc/v1/{b_id}/up/records",
-        json.dumps({"v": 1, "epoch": 1, "records": [rec(1)]}).encode(),
+        json.dumps({"v": 1, "epoch": EPOCH, "records": [rec(1)]}).encode(),
         qos=1,
     )
     info.wait_for_publish(WAIT)
-    b.send("up/records", {"epoch": 1, "records": [rec(1), rec(2)]})
+    b.send("up/records", {"epoch": EPOCH, "records": [rec(1), rec(2)]})
     assert b.expect("down/ack")["acked_upto"] == 2
     a.send("up/time", {"t0": 1})
     a.expect("down/time")  # a's own traffic still flows; everything of b's was dropped
@@ -124,10 +129,20 @@ def test_sigkilled_bridge_process_loses_and_duplicates_nothing(
     try:
         dev = f.connect(next(iter(f.passwords)))
         dev.send("state", b"online", retain=True)
-        hello = {"kind": "pos", "epoch": 7, "seq": 0, "lists": {}, "config_version": 0}
+        hello = {
+            "kind": "pos",
+            "firmware": "t",
+            "epoch": "ep-0007",
+            "max_seq": 0,
+            "unsent": 200,
+            "device_time": DEVICE_TIME,
+        }
         _until_served(dev, hello)
         batches = [
-            {"epoch": 7, "records": [rec(s) for s in range(n * 10 + 1, n * 10 + 11)]}
+            {
+                "epoch": "ep-0007",
+                "records": [rec(s, "ep-0007") for s in range(n * 10 + 1, n * 10 + 11)],
+            }
             for n in range(20)
         ]
         for batch in batches[:10]:
@@ -158,7 +173,7 @@ def test_restarting_the_broker_loses_and_duplicates_nothing(
     start_bridge(tls_broker, group=f"g{uuid.uuid4().hex[:8]}")
     dev = f.connect(next(iter(f.passwords)))
     dev.online()
-    dev.send("up/records", {"epoch": 1, "records": [rec(1), rec(2)]})
+    dev.send("up/records", {"epoch": EPOCH, "records": [rec(1), rec(2)]})
     dev.expect("down/ack", lambda b: b["acked_upto"] == 2)
     tls_broker.embedded.stop()
     tls_broker.embedded.start()
@@ -166,7 +181,7 @@ def test_restarting_the_broker_loses_and_duplicates_nothing(
     dev.subscribed.clear()
     dev.subscribed.wait(WAIT)
     for _ in range(2):
-        dev.send("up/records", {"epoch": 1, "records": [rec(2), rec(3)]})
+        dev.send("up/records", {"epoch": EPOCH, "records": [rec(2), rec(3)]})
     dev.expect("down/ack", lambda b: b["acked_upto"] == 3, timeout=40)
     assert seqs(session_factory, f.tenant.id, dev.device_id) == [1, 2, 3]
 
@@ -193,18 +208,19 @@ def test_mosquitto_clients_as_a_device_hello_records_and_ack(
             if "SUBACK" in line:
                 break
         pub = ["mosquitto_pub", *base, *creds, "-i", f"{dev_id}-pub", "-q", "1"]
+        # Only what docs/asyncapi.yaml says: each payload is checked against the document.
         hello = {
             "v": 1,
             "kind": "door",
             "firmware": "x",
-            "epoch": 3,
-            "seq": 2,
-            "lists": {},
-            "config_version": 0,
-            "device_time": "2026-09-01T08:00:00+08:00",
+            "epoch": "ep-0003",
+            "max_seq": 2,
+            "unsent": 2,
+            "device_time": DEVICE_TIME,
         }
-        batch = {"v": 1, "epoch": 3, "records": [rec(1), rec(2)]}
+        batch = {"v": 1, "epoch": "ep-0003", "records": [rec(1, "ep-0003"), rec(2, "ep-0003")]}
         for suffix, body in (("up/hello", hello), ("up/records", batch)):
+            validate_message(f"oc/v1/{dev_id}/{suffix}", body)
             subprocess.run(
                 [*pub, "-t", f"oc/v1/{dev_id}/{suffix}", "-m", json.dumps(body)],
                 check=True,
@@ -214,10 +230,19 @@ def test_mosquitto_clients_as_a_device_hello_records_and_ack(
         acks = []
         for line in sub.stdout:
             if line.startswith(f"oc/v1/{dev_id}/down/ack "):
-                acks.append(json.loads(line.split(" ", 1)[1]))
+                payload = line.split(" ", 1)[1].strip()
+                validate_message(f"oc/v1/{dev_id}/down/ack", payload)
+                acks.append(json.loads(payload))
                 if acks[-1]["acked_upto"] == 2:
                     break
-        assert acks[-1] == {"v": 1, "epoch": 3, "acked_upto": 2, "missing": []}
+        first, last = acks[0], acks[-1]
+        assert (first["epoch"], first["acked_upto"], first["highest"]) == ("ep-0003", 0, 0)
+        assert (last["epoch"], last["acked_upto"], last["highest"], last["missing"]) == (
+            "ep-0003",
+            2,
+            2,
+            [],
+        )
     finally:
         sub.terminate()
         sub.wait(10)

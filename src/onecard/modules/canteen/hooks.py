@@ -11,6 +11,7 @@ from onecard.platform.authz.permissions import Permission
 from onecard.platform.devices.bundles import DeviceKindSpec
 from onecard.platform.devices.taps import TapDecision
 from onecard.platform.hookspecs import hookimpl
+from onecard.platform.ledger.models import Entry
 from onecard.platform.manifest import MenuItem
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,20 @@ def onecard_authorize_tap(tap: Any) -> TapDecision | None:
 
 
 @hookimpl
+def onecard_tap_recorded(tap: Any, decision: Any, session: Any) -> None:
+    # Inside the tap's transaction, after the platform posted what canteen proposed.
+    if getattr(tap, "module", None) != services.KEY or not decision.allow:
+        return
+    for entry_id in decision.entry_ids:
+        entry = session.get(Entry, entry_id)
+        if entry is not None and entry.source == services.KEY:
+            tapflow.record_tap_sale(session, tap, entry_id, now=tap.now)
+
+
+@hookimpl
 def onecard_tap_completed(tap: Any, outcome: Any) -> None:
-    # Runs after commit: nothing may be written here. The canteen sale of an online tap is
-    # recorded by services.record_tap_sale inside the tap's transaction, once the platform
-    # offers a hook there (see the module's README notes in tapflow.authorize_tap).
+    # Runs after commit: nothing may be written here (the sale was recorded in
+    # onecard_tap_recorded, inside the tap's transaction).
     if getattr(tap, "module", None) == services.KEY:
         log.debug("canteen tap %s: %s", tap.req_id, outcome.reason)
 

@@ -17,6 +17,10 @@ class Permission:
 CORE_PERMISSIONS: tuple[Permission, ...] = (
     Permission("tenant.manage", "Manage sites, org units and tenant settings"),
     Permission("tenant.modules", "Switch modules on and off"),
+    Permission(
+        "devices.view", "View terminals, their health and records", ("tenant_admin", "auditor")
+    ),
+    Permission("devices.manage", "Register terminals, rotate credentials, send commands"),
     Permission("people.view", "View people", ("tenant_admin", "card_centre", "finance", "auditor")),
     Permission("people.edit", "Create and edit people", ("tenant_admin", "card_centre")),
     Permission("people.import", "Import people from files", ("tenant_admin", "card_centre")),

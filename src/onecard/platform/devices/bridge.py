@@ -30,10 +30,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter as PromCounter
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard.device_agents.protocol.codes import CommandName, ReasonCode
+from onecard.device_agents.protocol.topics import (
+    BRIDGE_SUBSCRIPTION,
+    DEVICE_ID_RE,
+    STATE_SUBSCRIPTION,
+)
 from onecard.platform.clock import utcnow
 from onecard.platform.db.tenancy import tenant_scope
 from onecard.platform.devices import bundles, commands, health, ingest, lists, taps
@@ -43,29 +49,37 @@ from onecard.platform.devices.models import Device
 from onecard.platform.devices.services import DeviceRef, resolve
 from onecard.platform.devices.wire import (
     BadMessage,
+    Command,
+    CommandReceipt,
+    ConfigReceipt,
     Heartbeat,
     Hello,
-    Receipt,
-    RecordBatch,
-    Tap,
+    ListReceipt,
+    State,
+    TapDecision,
+    TapRequest,
     TimeRequest,
+    Topic,
     decode,
     decode_records,
-    dumps,
-    loads,
-    parse_topic,
+    encode,
+    reference,
     topic,
+    topic_for,
 )
 from onecard.platform.secrets import SecretBox
 from onecard.platform.tenants.models import TenantModule
 
 log = logging.getLogger(__name__)
-SUBSCRIPTIONS = ("oc/v1/+/up/#", "oc/v1/+/state")  # each as $share/<group>/...
+SUBSCRIPTIONS = (
+    BRIDGE_SUBSCRIPTION.removeprefix("$share/bridge/"),
+    STATE_SUBSCRIPTION,
+)  # each as $share/<group>/...
 MESSAGES = PromCounter(
     "onecard_bridge_messages", "Device messages handled by the bridge", ["route", "outcome"]
 )
 
-Out = tuple[str, dict[str, Any], bool]  # (topic suffix, body, retain)
+Out = BaseModel  # a protocol message; its topic (and retain flag) follow from its type
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ class MqttRoute:
     """A module's route: ``suffix`` after ``oc/v1/{dev}/`` and a handler.
 
     The handler runs in the tenant's scope inside the bridge's unit of work and returns the
-    messages to publish to that device (``(suffix, body, retain)``) after commit.
+    protocol messages to publish to that device after commit (in order).
     """
 
     suffix: str
@@ -223,20 +237,24 @@ class Bridge:
 
     def handle(self, topic_name: str, payload: bytes) -> None:
         """Handle one message: resolve the device, route, commit, publish the answers."""
-        parsed = parse_topic(topic_name)
-        if parsed is None:
+        device_id, _, rest = topic_name.removeprefix("oc/v1/").partition("/")
+        if (
+            not topic_name.startswith("oc/v1/")
+            or not DEVICE_ID_RE.fullmatch(device_id)
+            or not (rest == Topic.STATE.value or rest.startswith("up/"))
+        ):
             self._count("unknown", "bad_topic")
             log.warning("bridge: message on a foreign topic %r", topic_name[:120])
             return
-        route = self.routes.get(parsed.rest)
+        route = self.routes.get(rest)
         with self.sessions() as session:
-            device = resolve(session, parsed.device_id)
+            device = resolve(session, device_id)
             if device is None:
-                self._count(parsed.rest[:40], "unknown_device")
-                log.warning("bridge: message from unregistered device %s", parsed.device_id)
+                self._count(rest[:40], "unknown_device")
+                log.warning("bridge: message from unregistered device %s", device_id[:64])
                 return
             if route is None:
-                self._reject(device, parsed.rest, BadMessage("unknown-topic", parsed.rest[:80]))
+                self._reject(device, rest, BadMessage("bad_topic", rest[:80]))
                 return
             self._dispatch(session, device, route, payload)
 
@@ -256,11 +274,11 @@ class Bridge:
             session.rollback()
             log.exception("bridge: %s from %s failed", route.suffix, device.device_id)
             self._count(route.suffix, "error")
-            self._error(device, route.suffix, "internal-error", "", payload, route.expects_reply)
+            self._error(device, route.suffix, "internal_error", "", payload, route.expects_reply)
             return
         self._count(route.suffix, "ok")
-        for suffix, body, retain in out:
-            self.publish(device.device_id, suffix, body, retain=retain)
+        for message in out:
+            self.send(device.device_id, message)
         for fn in ctx.after_commit:
             self._safe(fn)
 
@@ -282,35 +300,33 @@ class Bridge:
     ) -> None:
         if not reply:
             return
-        args: dict[str, Any] = {"topic": suffix[:80], "reason": reason, "detail": detail}
-        ref = _reference(payload)
-        if ref:
-            args.update(ref)
-        body = {
-            "cmd_id": f"err-{uuid.uuid4().hex[:16]}",
-            "name": CommandName.ERROR.value,
-            "args": args,
-        }
-        self.publish(device.device_id, "down/cmd", body)
-        if suffix == "up/tap" and "req_id" in args:
-            self.publish(
+        args: dict[str, str | int | bool | None] = {"topic": suffix[:80], "reason": reason}
+        if detail:
+            args["detail"] = detail[:200]
+        ref = reference(payload)
+        args.update(ref)
+        cmd = Command(cmd_id=f"err-{uuid.uuid4().hex[:16]}", name=CommandName.ERROR, args=args)
+        self.send(device.device_id, cmd)
+        if suffix == Topic.TAP.value and "req_id" in ref:
+            internal = reason == "internal_error"
+            self.send(
                 device.device_id,
-                "down/tap",
-                {
-                    "req_id": args["req_id"],
-                    "allow": False,
-                    "reason": ReasonCode.MALFORMED.value
-                    if reason != "internal-error"
-                    else ReasonCode.INTERNAL_ERROR.value,
-                    "display": "Error",
-                },
+                TapDecision(
+                    req_id=ref["req_id"],
+                    allow=False,
+                    reason=ReasonCode.INTERNAL_ERROR if internal else ReasonCode.MALFORMED,
+                    display="Error",
+                ),
             )
 
-    def publish(
-        self, device_id: str, suffix: str, body: dict[str, Any], *, retain: bool = False
-    ) -> None:
-        """Publish ``body`` to ``oc/v1/{device_id}/{suffix}`` (QoS 1)."""
-        self.client.publish(topic(device_id, suffix), dumps(body), qos=1, retain=retain)
+    def send(self, device_id: str, message: BaseModel) -> None:
+        """Publish a protocol message to the device (its topic's QoS and retain flag)."""
+        kind = topic_for(message)
+        self.publish(topic(device_id, kind), encode(message), qos=kind.qos, retain=kind.retained)
+
+    def publish(self, name: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """The one place the bridge publishes (tests wrap it to validate what goes out)."""
+        self.client.publish(name, payload, qos=qos, retain=retain)
 
     def _count(self, route: str, outcome: str) -> None:
         self.counts[(route, outcome)] += 1
@@ -326,9 +342,9 @@ class Bridge:
             cmds = commands.due(session, now=now)
             session.commit()
         for _tid, u in updates:
-            self.publish(u.device_id, "down/lists", u.body)
+            self.send(u.device_id, u.message)
         for c in cmds:
-            self.publish(c.device_id, "down/cmd", c.body)
+            self.send(c.device_id, c.message)
         return len(updates) + len(cmds) + self._publish_configs()
 
     def _publish_configs(self) -> int:
@@ -342,8 +358,8 @@ class Bridge:
                     latest = bundles.latest(session, pk)
                     if latest is None:
                         continue
-                    body = bundles.message(session, device_id, latest)
-                self.publish(device_id, "down/config", body, retain=True)
+                    msg = bundles.message(session, device_id, latest)
+                self.send(device_id, msg)
                 self._configs_sent.add((device_id, version))
                 sent += 1
         return sent
@@ -370,29 +386,31 @@ class Bridge:
     def _state(self, ctx: RouteContext) -> list[Out]:
         text = ctx.payload[:200].decode("utf-8", "replace").strip()
         if text.startswith("{"):
-            text = str(loads(ctx.payload).get("state", ""))
+            msg = decode(Topic.STATE, ctx.payload)
+            assert isinstance(msg, State)
+            text = msg.state
         if text not in {"online", "offline"}:
-            raise BadMessage("invalid", "state must be online or offline")
+            raise BadMessage("bad_value", "state must be online or offline")
         health.on_state(ctx.session, self._device(ctx), text == "online", now=ctx.now)
         return []
 
     def _hello(self, ctx: RouteContext) -> list[Out]:
-        hello = decode(Hello, ctx.payload)
+        hello = decode(Topic.HELLO, ctx.payload)
+        assert isinstance(hello, Hello)
         dev = self._device(ctx)
         health.on_hello(ctx.session, dev, hello, now=ctx.now)
-        out: list[Out] = []
-        ack = ingest.ingest(ctx.session, ctx.device, _empty(hello.epoch), now=ctx.now)
-        out.append(("down/ack", _ack_body(ack), False))
-        out += [
-            ("down/lists", u.body, False) for u in lists.updates_for(ctx.session, dev, now=ctx.now)
-        ]
+        # PROTOCOL: a reconnecting device applies pending deltas before it uploads new records,
+        # and it uploads when the ack arrives: lists (and config) first, the ack last.
+        out: list[Out] = [u.message for u in lists.updates_for(ctx.session, dev, now=ctx.now)]
         latest = bundles.latest(ctx.session, dev.id)
         if latest is not None and hello.config_version < latest.version:
-            out.append(("down/config", bundles.message(ctx.session, dev.device_id, latest), True))
+            out.append(bundles.message(ctx.session, dev.device_id, latest))
+        out.append(ingest.ack_for(ctx.session, ctx.device, hello.epoch, now=ctx.now))
         return out
 
     def _tap(self, ctx: RouteContext) -> list[Out]:
-        tap = decode(Tap, ctx.payload)
+        tap = decode(Topic.TAP, ctx.payload)
+        assert isinstance(tap, TapRequest)
         hooks = self._hooks(ctx.session)
         outcome = taps.decide(ctx.session, ctx.device, tap, hooks, now=ctx.now)
         if hooks is not None and outcome.request is not None and not outcome.replayed:
@@ -403,48 +421,53 @@ class Bridge:
                     hooks.onecard_tap_completed(tap=outcome.request, outcome=outcome)
 
             ctx.after_commit.append(completed)
-        return [("down/tap", outcome.body(), False)]
+        return [outcome.message()]
 
     def _records(self, ctx: RouteContext) -> list[Out]:
         batch = decode_records(ctx.payload)
-        ack = ingest.ingest(ctx.session, ctx.device, batch, now=ctx.now)
-        if ack.malformed:
+        done = ingest.ingest(ctx.session, ctx.device, batch, now=ctx.now)
+        if done.malformed:
             self._count("up/records", "malformed_record")
-            self.counts[("up/records", "malformed_records")] += ack.malformed - 1
-            log.warning("bridge: %d malformed records from %s", ack.malformed, ctx.device.device_id)
-        return [("down/ack", _ack_body(ack), False)]
+            self.counts[("up/records", "malformed_records")] += done.malformed - 1
+            log.warning(
+                "bridge: %d malformed records from %s", done.malformed, ctx.device.device_id
+            )
+        return [done.ack]
 
     def _heartbeat(self, ctx: RouteContext) -> list[Out]:
-        hb = decode(Heartbeat, ctx.payload)
+        hb = decode(Topic.HEARTBEAT, ctx.payload)
+        assert isinstance(hb, Heartbeat)
         dev = self._device(ctx)
         health.on_heartbeat(ctx.session, dev, hb, now=ctx.now)
-        return [
-            ("down/lists", u.body, False) for u in lists.updates_for(ctx.session, dev, now=ctx.now)
-        ]
+        return [u.message for u in lists.updates_for(ctx.session, dev, now=ctx.now)]
 
     def _time(self, ctx: RouteContext) -> list[Out]:
-        req = decode(TimeRequest, ctx.payload)
-        return [("down/time", dclock.answer(req.t0, ctx.now, self.clock()), False)]
+        req = decode(Topic.TIME_REQUEST, ctx.payload)
+        assert isinstance(req, TimeRequest)
+        return [dclock.answer(req.t0, ctx.now, self.clock())]
 
     def _receipt(self, ctx: RouteContext) -> list[Out]:
-        r = decode(Receipt, ctx.payload)
+        r = decode(Topic.RECEIPT, ctx.payload)
         dev = self._device(ctx)
-        if r.type == "list" and r.list and r.version is not None:
-            lists.device_reports(
-                ctx.session, dev.id, {r.list: r.version}, now=ctx.now, receipt=True
-            )
-        elif r.type == "config" and r.version is not None:
-            dev.config_version = r.version
-        elif r.type == "command" and r.cmd_id:
-            cmd = commands.complete(ctx.session, dev.id, r.cmd_id, r.ok, r.result, now=ctx.now)
-            gone = r.result.get("gone")
-            if cmd.name == CommandName.RESEND_RECORDS.value and isinstance(gone, list):
-                epoch = int(r.result.get("epoch", dev.epoch or 0))
-                ranges = [(int(a), int(b)) for a, b in gone]
-                ack = ingest.mark_lost(ctx.session, ctx.device, epoch, ranges, now=ctx.now)
-                return [("down/ack", _ack_body(ack), False)]
-        else:
-            raise BadMessage("invalid", "receipt lacks list/version, version or cmd_id")
+        if isinstance(r, ListReceipt):
+            if r.status == "applied":
+                lists.device_reports(
+                    ctx.session, dev.id, {r.list: r.version}, now=ctx.now, receipt=True
+                )
+            elif r.status == "gap":
+                lists.device_gap(ctx.session, dev.id, r.list, r.version, now=ctx.now)
+        elif isinstance(r, ConfigReceipt):
+            if r.status == "applied":
+                dev.config_version = r.version
+            else:
+                log.warning(
+                    "bridge: %s %s config v%d: %s", dev.device_id, r.status, r.version, r.detail
+                )
+        elif isinstance(r, CommandReceipt):
+            result: dict[str, Any] = {"status": r.status}
+            if r.detail is not None:
+                result["detail"] = r.detail
+            commands.complete(ctx.session, dev.id, r.cmd_id, r.status == "ok", result, now=ctx.now)
         return []
 
     def _hooks(self, session: Session) -> Any:
@@ -454,35 +477,6 @@ class Bridge:
             session.scalars(select(TenantModule.module_key).where(TenantModule.enabled))
         )
         return self.registry.hooks_for(enabled)
-
-
-def _empty(epoch: int) -> RecordBatch:
-    return RecordBatch(epoch, (), ())
-
-
-def _ack_body(ack: ingest.Ack) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "epoch": ack.epoch,
-        "acked_upto": ack.acked_upto,
-        "missing": [list(r) for r in ack.missing],
-    }
-    if ack.malformed:
-        body["malformed"] = ack.malformed
-    return body
-
-
-def _reference(payload: bytes) -> dict[str, Any]:
-    """``req_id``/``epoch`` of a refused payload when readable, so the device can match it."""
-    try:
-        data = loads(payload)
-    except BadMessage:
-        return {}
-    out = {}
-    if isinstance(data.get("req_id"), str):
-        out["req_id"] = data["req_id"][:64]
-    if type(data.get("epoch")) is int:
-        out["epoch"] = data["epoch"]
-    return out
 
 
 def _module_routes(registry: Any) -> dict[str, MqttRoute]:

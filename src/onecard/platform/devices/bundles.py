@@ -1,28 +1,31 @@
 """Configuration bundles: compiled per device from its kind's schema, signed, published retained.
 
-The body is the kind's defaults overlaid with the device's settings. The content hash is
-SHA-256 of the body's canonical JSON; the tenant's Ed25519 key signs
-``{"device_id", "version", "hash"}`` in canonical JSON. The private key is stored sealed with
-:class:`~onecard.platform.secrets.SecretBox`. :func:`message` re-verifies before anything is
-published, so an unsigned or altered bundle never leaves the platform.
+The body is the kind's defaults overlaid with the device's settings. Signing and verifying are
+the shared protocol's (`onecard.device_agents.protocol.bundles`): the content hash is SHA-256
+of the body's canonical JSON text and the tenant's Ed25519 key signs
+``oc-config/v1|{device}|{version}|{sha256}``. The private key is stored sealed with
+:class:`~onecard.platform.secrets.SecretBox`. :func:`message` re-verifies with the protocol's
+``verify_bundle`` (what the agent runs) before anything is published, so an unsigned or altered
+bundle never leaves the platform.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from onecard.device_agents.protocol import bundles as pbundles
+from onecard.device_agents.protocol.codes import ProtocolError
+from onecard.device_agents.protocol.messages import ConfigBundle as ConfigMessage
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.db.counters import next_value
@@ -46,19 +49,9 @@ class UnsignedBundle(RuntimeError):
     """A bundle's signature or hash does not verify: it must not be published."""
 
 
-def canonical(data: Any) -> bytes:
-    """Canonical JSON (sorted keys, no spaces, UTF-8)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def content_hash(body: Mapping[str, Any]) -> str:
-    """SHA-256 hex of the body's canonical JSON."""
-    return hashlib.sha256(canonical(dict(body))).hexdigest()
-
-
-def signed_part(device_id: str, version: int, digest: str) -> bytes:
-    """The bytes the signature covers."""
-    return canonical({"device_id": device_id, "version": version, "hash": digest})
+    """SHA-256 hex of the body's canonical JSON text (`protocol.bundles.canonical_body`)."""
+    return hashlib.sha256(pbundles.canonical_body(body).encode()).hexdigest()
 
 
 def signing_key(session: Session, box: SecretBox, *, now: datetime) -> SigningKey:
@@ -88,6 +81,12 @@ def public_key(session: Session, key_id: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(base64.b64decode(row.public_key))
 
 
+def public_key_hex(session: Session, box: SecretBox, *, now: datetime) -> str:
+    """Hex of the tenant's active public key (`protocol.bundles.public_key_from_hex` input)."""
+    key = signing_key(session, box, now=now)
+    return base64.b64decode(key.public_key).hex()
+
+
 def compile_body(device: Device, kinds: Mapping[str, DeviceKindSpec]) -> dict[str, Any]:
     """The configuration of ``device``: kind defaults overlaid with its own settings."""
     spec = kinds.get(device.kind, DeviceKindSpec(device.kind))
@@ -109,18 +108,18 @@ def build(
 ) -> ConfigBundle:
     """Compile and sign the next bundle version of ``device`` (caller commits, then publishes)."""
     body = compile_body(device, kinds)
-    digest = content_hash(body)
     version = next_value(session, f"device.{device.id}.config")
     key = signing_key(session, box, now=now)
     private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(box.open(key.private_sealed)))
-    signature = private.sign(signed_part(device.device_id, version, digest))
+    signed = pbundles.make_bundle(device.device_id, version, body, private, key_id=key.key_id)
+    digest = signed.sha256
     bundle = ConfigBundle(
         device_pk=device.id,
         version=version,
         content_hash=digest,
         body=body,
         key_id=key.key_id,
-        signature=base64.b64encode(signature).decode(),
+        signature=signed.signature,
         created_at=now,
     )
     session.add(bundle)
@@ -138,29 +137,29 @@ def build(
     return bundle
 
 
-def message(session: Session, device_id: str, bundle: ConfigBundle) -> dict[str, Any]:
-    """The ``down/config`` body of ``bundle``; :class:`UnsignedBundle` unless it verifies."""
-    body = {
-        "version": bundle.version,
-        "hash": bundle.content_hash,
-        "body": bundle.body,
-        "key_id": bundle.key_id,
-        "sig": bundle.signature,
-    }
-    verify(body, device_id=device_id, key=public_key(session, bundle.key_id))
-    return body
-
-
-def verify(msg: Mapping[str, Any], *, device_id: str, key: Ed25519PublicKey) -> None:
-    """Check hash and signature of a ``down/config`` body; :class:`UnsignedBundle` if bad."""
+def message(session: Session, device_id: str, bundle: ConfigBundle) -> ConfigMessage:
+    """The ``down/config`` message of ``bundle``; :class:`UnsignedBundle` unless it verifies."""
     try:
-        if content_hash(msg["body"]) != msg["hash"]:
-            raise UnsignedBundle("content hash does not match the body")
-        key.verify(
-            base64.b64decode(msg["sig"]), signed_part(device_id, msg["version"], msg["hash"])
+        msg = ConfigMessage(
+            device=device_id,
+            version=bundle.version,
+            sha256=bundle.content_hash,
+            body=pbundles.canonical_body(bundle.body),
+            signature=bundle.signature,
+            key_id=bundle.key_id,
         )
-    except (KeyError, TypeError, ValueError, InvalidSignature) as exc:
-        raise UnsignedBundle(f"bundle does not verify: {type(exc).__name__}") from None
+    except ValueError as exc:
+        raise UnsignedBundle(f"bundle is not well formed: {type(exc).__name__}") from None
+    verify(msg, device_id=device_id, key=public_key(session, bundle.key_id))
+    return msg
+
+
+def verify(msg: ConfigMessage, *, device_id: str, key: Ed25519PublicKey) -> dict[str, Any]:
+    """`protocol.bundles.verify_bundle` (what the agent runs); :class:`UnsignedBundle` if bad."""
+    try:
+        return pbundles.verify_bundle(msg, key, device=device_id)
+    except ProtocolError as exc:
+        raise UnsignedBundle(f"bundle does not verify: {exc.reason.value}") from None
 
 
 def latest(session: Session, device_pk: int) -> ConfigBundle | None:

@@ -20,6 +20,7 @@ from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.db.tenancy import tenant_scope, unscoped
 from onecard.platform.devices.models import Device, DeviceCommand
+from onecard.platform.devices.wire import Command
 from onecard.platform.errors import NotFound, ValidationFailed
 
 OPERATOR_COMMANDS = frozenset(c.value for c in CommandName) - {CommandName.ERROR.value}
@@ -31,7 +32,7 @@ class Outgoing:
 
     tenant_id: int
     device_id: str
-    body: dict[str, Any]
+    message: Command
 
 
 def send(
@@ -44,7 +45,7 @@ def send(
     now: datetime,
 ) -> DeviceCommand:
     """Queue command ``name`` for ``device`` (published by the bridge); audited."""
-    actor.ensure("tenant.manage")
+    actor.ensure("devices.manage")
     if name not in OPERATOR_COMMANDS:
         raise ValidationFailed(f"unknown command {name}", field="name")
     cmd = DeviceCommand(
@@ -88,8 +89,8 @@ def due(session: Session, *, now: datetime, limit: int = 500) -> list[Outgoing]:
             if cmd is None or device is None or cmd.status != "pending":
                 continue
             cmd.status, cmd.sent_at = "sent", now
-            body = {"cmd_id": cmd.cmd_id, "name": cmd.name, "args": cmd.args}
-            out.append(Outgoing(tid, device.device_id, body))
+            message = Command(cmd_id=cmd.cmd_id, name=CommandName(cmd.name), args=cmd.args)
+            out.append(Outgoing(tid, device.device_id, message))
     session.flush()
     return out
 

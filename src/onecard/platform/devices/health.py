@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from onecard.platform.cards import blacklist
 from onecard.platform.devices import ingest, lists
 from onecard.platform.devices.models import Device, DeviceHeartbeat, DeviceListState
-from onecard.platform.devices.wire import Heartbeat, Hello
+from onecard.platform.devices.wire import BLACKLIST, Heartbeat, Hello
 
 
 @dataclass(frozen=True)
@@ -72,20 +72,30 @@ def on_state(session: Session, device: Device, online: bool, *, now: datetime) -
 def on_heartbeat(session: Session, device: Device, hb: Heartbeat, *, now: datetime) -> None:
     """Store the heartbeat and what it says about lists, config and clock."""
     device.online, device.last_seen_at, device.last_heartbeat_at = True, now, now
-    device.unsent, device.reader_state = hb.unsent, hb.reader
-    device.storage_used, device.storage_total = hb.storage_used, hb.storage_total
+    total = None if hb.storage_free is None else hb.storage_used + hb.storage_free
+    device.unsent, device.reader_state = hb.unsent, hb.reader.value
+    device.storage_used, device.storage_total = hb.storage_used, total
     device.config_version = hb.config_version
     if hb.clock_offset_ms is not None:
+        # the device's offset is what to add to its clock (platform − device); keep that sign
         device.clock_offset_ms = hb.clock_offset_ms
+    if hb.rtt_ms is not None:
+        device.round_trip_ms = hb.rtt_ms
     session.add(
         DeviceHeartbeat(
             device_pk=device.id,
             received_at=now,
             unsent=hb.unsent,
             storage_used=hb.storage_used,
-            storage_total=hb.storage_total,
+            storage_total=total,
             clock_offset_ms=hb.clock_offset_ms,
-            data={"lists": dict(hb.lists), "reader": hb.reader},
+            data={
+                "lists": dict(hb.lists),
+                "reader": hb.reader.value,
+                "epoch": hb.epoch,
+                "max_seq": hb.max_seq,
+                "clock_valid": hb.clock_valid,
+            },
         )
     )
     lists.device_reports(session, device.id, dict(hb.lists), now=now, receipt=False)
@@ -126,6 +136,8 @@ def _storage(beats: list[DeviceHeartbeat], p: HealthPolicy) -> list[Alert]:
     if not beats:
         return []
     last = beats[-1]
+    if last.storage_total is None:
+        return []
     free = last.storage_total - last.storage_used
     out = []
     if last.storage_used >= p.storage_fill_warn * last.storage_total:
@@ -135,7 +147,7 @@ def _storage(beats: list[DeviceHeartbeat], p: HealthPolicy) -> list[Alert]:
         )
     first = beats[0]
     days = (last.received_at - first.received_at).total_seconds() / 86400
-    if days > 0 and last.storage_used > first.storage_used:
+    if days > 0 and last.storage_used > first.storage_used and free > 0:
         rate = (last.storage_used - first.storage_used) / days
         left = free / rate
         if left < p.storage_days_warn:
@@ -164,7 +176,7 @@ def _lag(session: Session, device: Device, now: datetime, p: HealthPolicy) -> li
     current = blacklist.current_version(session)
     st = session.scalar(
         select(DeviceListState).where(
-            DeviceListState.device_pk == device.id, DeviceListState.list_name == lists.BLACKLIST
+            DeviceListState.device_pk == device.id, DeviceListState.list_name == BLACKLIST
         )
     )
     applied = st.applied_version if st else 0

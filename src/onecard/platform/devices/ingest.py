@@ -259,5 +259,7 @@ def gaps(session: Session, device_pk: int) -> list[Gap]:
             max_missing=MAX_MISSING_RANGES,
         )
         if ack.missing or st.lost:
-            out.append(Gap(st.epoch, ack.acked_upto, st.highest_seen, ack.missing, tuple(_lost(st))))
+            out.append(
+                Gap(st.epoch, ack.acked_upto, st.highest_seen, ack.missing, tuple(_lost(st)))
+            )
     return out

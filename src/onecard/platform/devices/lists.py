@@ -44,7 +44,8 @@ def card_keys(session: Session, card_nos: Iterable[str]) -> list[int]:
     uids: dict[str, str | None] = {}
     for i in range(0, len(wanted), 1000):
         part = wanted[i : i + 1000]
-        uids.update(session.execute(select(Card.card_no, Card.uid).where(Card.card_no.in_(part))).tuples())
+        rows = session.execute(select(Card.card_no, Card.uid).where(Card.card_no.in_(part)))
+        uids.update((no, uid) for no, uid in rows)
     keys = {credential_key(CredentialKind.CARD_NO, c) for c in wanted}
     keys |= {credential_key(CredentialKind.UID, u) for u in uids.values() if u}
     return sorted(keys)

@@ -2,7 +2,7 @@
 
 A device id is the MQTT username and is unique across tenants; the bridge resolves a topic's
 device to its tenant with :func:`resolve` (the only cross-tenant read, documented there).
-Operator actions need ``tenant.manage`` and are audited.
+Operator actions need ``devices.manage`` and are audited.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from onecard.platform.tenants.models import Site
 
 DEVICE_ID_RE = re.compile(r"^[a-z0-9-]{3,64}$")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,39}$")
-MANAGE = "tenant.manage"
+MANAGE = "devices.manage"
 RESERVED_IDS = frozenset({"bridge", "platform", "onecard-bridge"})
 
 

@@ -3,14 +3,17 @@
 The core resolves the credential and checks card status, expiry, blacklist and tenant; then
 the enabled modules' ``onecard_authorize_tap`` hooks decide: any deny wins, and if nobody
 allows the tap is denied with ``NO_HANDLER`` (silence denies). Postings the allowing modules
-propose are posted in the same transaction as the :class:`DeviceTap` row and its audit event.
-A repeated ``req_id`` from the same device returns the first reply and changes nothing.
+propose are posted in the same transaction as the :class:`DeviceTap` row and its audit event;
+``onecard_tap_recorded`` then lets the modules record their own facts (a canteen sale) in that
+same transaction. A repeated ``req_id`` from the same device returns the first reply and
+changes nothing. The reply is the protocol's `TapDecision` (``down/tap``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,13 +21,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from onecard.device_agents.protocol.codes import ReasonCode
+from onecard.device_agents.protocol.codes import ALLOW_REASONS, CredentialKind, ReasonCode
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.cards.models import Card, CardStatus
+from onecard.platform.devices.ingest import card_of
 from onecard.platform.devices.models import Device, DeviceTap
 from onecard.platform.devices.services import DeviceRef
-from onecard.platform.devices.wire import Tap
+from onecard.platform.devices.wire import TapDecision as DecisionMessage
+from onecard.platform.devices.wire import TapRequest as TapMessage
 from onecard.platform.errors import InsufficientFunds, OneCardError
 from onecard.platform.ledger.accounts import balance_of, holder_account
 from onecard.platform.ledger.posting import PostingRequest, post
@@ -46,12 +51,20 @@ DISPLAY = {
     ReasonCode.INSUFFICIENT_FUNDS: "Insufficient funds",
     ReasonCode.NO_HANDLER: "Not accepted here",
     ReasonCode.DEVICE_DISABLED: "Terminal disabled",
+    ReasonCode.LIMIT_REACHED: "Limit reached",
 }
+_FLAG = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
 class TapRequest:
-    """What modules see of a tap (``onecard_authorize_tap(tap=...)``)."""
+    """What modules see of a tap (``onecard_authorize_tap(tap=...)``).
+
+    ``session`` is the tap's database session, handed over so that a module can *read* what it
+    needs to decide (limits, meal periods, balances). It is read-only for
+    ``onecard_authorize_tap``: a hook must not add, change or flush anything through it (the
+    platform posts the proposed postings; ``onecard_tap_recorded`` is where a module writes).
+    """
 
     tenant_id: int
     device_id: str
@@ -64,8 +77,12 @@ class TapRequest:
     person_id: int
     amount_fen: int | None
     direction: str | None
-    device_time: str
+    device_time: int
     now: datetime
+    credential_kind: str = CredentialKind.CARD_NO.value
+    pin_verified: bool = False
+    clock_valid: bool = True
+    session: Session | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,7 @@ class TapDecision:
 
 @dataclass(frozen=True)
 class TapOutcome:
-    """The reply sent on ``down/tap`` and what the tap hooks are told after commit."""
+    """The reply sent on ``down/tap`` and what the tap hooks are told."""
 
     req_id: str
     allow: bool
@@ -91,25 +108,37 @@ class TapOutcome:
     balance_fen: int | None
     entry_ids: tuple[int, ...] = ()
     replayed: bool = False
+    detail: str = ""
     request: TapRequest | None = field(default=None, compare=False)
 
-    def body(self) -> dict[str, Any]:
-        """The ``down/tap`` payload (without ``v``)."""
-        out: dict[str, Any] = {
-            "req_id": self.req_id,
-            "allow": self.allow,
-            "reason": self.reason,
-            "display": self.display,
-        }
-        if self.balance_fen is not None:
-            out["balance_fen"] = self.balance_fen
-        if self.entry_ids:
-            out["postings"] = len(self.entry_ids)
-        return out
+    def message(self) -> DecisionMessage:
+        """The ``down/tap`` message."""
+        reason = _reason(self.reason)
+        allow = self.allow and reason in ALLOW_REASONS
+        if self.allow and not allow:
+            reason = ReasonCode.INTERNAL_ERROR
+        detail = self.detail if _FLAG.fullmatch(self.detail or "") else None
+        if detail is None and reason.value != self.reason:
+            detail = self.reason.lower() if _FLAG.fullmatch(self.reason.lower()) else None
+        return DecisionMessage(
+            req_id=self.req_id,
+            allow=allow,
+            reason=reason,
+            detail=detail,
+            display=self.display[:64],
+            balance=self.balance_fen,
+        )
+
+
+def _reason(reason: str) -> ReasonCode:
+    try:
+        return ReasonCode(reason)
+    except ValueError:
+        return ReasonCode.NOT_PERMITTED
 
 
 def decide(
-    session: Session, device: DeviceRef, tap: Tap, hooks: Any, *, now: datetime
+    session: Session, device: DeviceRef, tap: TapMessage, hooks: Any, *, now: datetime
 ) -> TapOutcome:
     """Decide ``tap`` and record it (caller commits; then calls ``onecard_tap_completed``)."""
     first = session.scalar(
@@ -117,7 +146,7 @@ def decide(
     )
     if first is not None:
         return _from_row(first)
-    card = _resolve(session, tap)
+    card = card_of(session, tap.credential.kind, tap.credential.value)
     if not device.enabled:
         return _finish(session, device, tap, card, _deny(ReasonCode.DEVICE_DISABLED), (), now)
     if card is None:
@@ -137,7 +166,11 @@ def decide(
         except OneCardError as exc:
             decision = _deny(ReasonCode.NOT_PERMITTED, detail=exc.message)
     outcome = _finish(session, device, tap, card, decision, entries, now)
-    return TapOutcome(**{**outcome.__dict__, "request": request})
+    outcome = replace(outcome, request=request)
+    if hooks is not None and not outcome.replayed:
+        hooks.onecard_tap_recorded(tap=request, decision=outcome, session=session)
+        session.flush()
+    return outcome
 
 
 def combine(decisions: Sequence[Any]) -> TapDecision:
@@ -164,11 +197,6 @@ def _display(reason: str) -> str:
         return reason
 
 
-def _resolve(session: Session, tap: Tap) -> Card | None:
-    column = Card.uid if tap.credential.type == "uid" else Card.card_no
-    return session.scalar(select(Card).where(column == tap.credential.value))
-
-
 def _core_checks(card: Card, now: datetime) -> ReasonCode | None:
     if card.status != CardStatus.ACTIVE.value:
         return STATUS_REASONS.get(card.status, ReasonCode.CARD_LOST)
@@ -177,7 +205,9 @@ def _core_checks(card: Card, now: datetime) -> ReasonCode | None:
     return None
 
 
-def _request(session: Session, d: DeviceRef, tap: Tap, card: Card, now: datetime) -> TapRequest:
+def _request(
+    session: Session, d: DeviceRef, tap: TapMessage, card: Card, now: datetime
+) -> TapRequest:
     dev = session.get(Device, d.pk)
     return TapRequest(
         tenant_id=d.tenant_id,
@@ -189,10 +219,14 @@ def _request(session: Session, d: DeviceRef, tap: Tap, card: Card, now: datetime
         card_id=card.id,
         card_no=card.card_no,
         person_id=card.person_id,
-        amount_fen=tap.amount_fen,
-        direction=tap.direction,
+        amount_fen=tap.amount,
+        direction=tap.direction.value if tap.direction is not None else None,
         device_time=tap.device_time,
         now=now,
+        credential_kind=tap.credential.kind.value,
+        pin_verified=tap.extra.get("pin_verified") is True,
+        clock_valid=tap.clock_valid,
+        session=session,
     )
 
 
@@ -206,7 +240,7 @@ def _post(
 def _finish(
     session: Session,
     d: DeviceRef,
-    tap: Tap,
+    tap: TapMessage,
     card: Card | None,
     decision: TapDecision,
     entries: tuple[int, ...],
@@ -220,17 +254,18 @@ def _finish(
         decision.display or _display(decision.reason),
         balance,
         entries,
+        detail=decision.detail,
     )
     row = DeviceTap(
         device_pk=d.pk,
         req_id=tap.req_id,
-        card_no=tap.credential.value[:32],
+        card_no=(card.card_no if card else tap.credential.value)[:32],
         card_id=card.id if card else None,
         allow=decision.allow,
-        reason=decision.reason,
-        amount_fen=tap.amount_fen,
+        reason=decision.reason[:40],
+        amount_fen=tap.amount,
         entry_ids=list(entries),
-        reply=outcome.body(),
+        reply=outcome.message().model_dump(mode="json", by_alias=True, exclude_none=True),
         decided_at=now,
     )
     try:
@@ -271,12 +306,19 @@ def _balance(session: Session, card: Card, now: datetime) -> int | None:
 
 def _from_row(row: DeviceTap) -> TapOutcome:
     r = row.reply
+    balance = r.get("balance")
     return TapOutcome(
         row.req_id,
         row.allow,
         row.reason,
         str(r.get("display", "")),
-        r.get("balance_fen"),
+        balance if isinstance(balance, int) else None,
         tuple(row.entry_ids),
         replayed=True,
+        detail=str(r.get("detail", "")),
     )
+
+
+def reply_of(row: DeviceTap) -> DecisionMessage:
+    """The stored ``down/tap`` reply of a decided tap."""
+    return DecisionMessage.model_validate(row.reply)

@@ -52,7 +52,7 @@ def next_run(times: list[Any], after: datetime) -> datetime:
 
 def create_task(session: Session, spec: NewTask, *, actor: Actor, now: datetime) -> DeviceTask:
     """Define a scheduled task; audited."""
-    actor.ensure("tenant.manage")
+    actor.ensure("devices.manage")
     if spec.action not in ACTIONS:
         raise ValidationFailed(f"unknown action {spec.action}", field="action")
     if not spec.times or not all(TIME_RE.match(t) for t in spec.times):

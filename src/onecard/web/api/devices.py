@@ -134,7 +134,7 @@ def _device(call: Call) -> Device:
     query=DevicesQuery,
     response=DeviceOut,
     list_response=True,
-    permission="tenant.manage",
+    permission="devices.view",
 )
 def list_devices(call: Call) -> Any:
     """List devices (paginated)."""
@@ -152,7 +152,7 @@ def create_device(call: Call) -> Any:
     return {**dump(DeviceOut, device), "mqtt": {"username": device.device_id, "password": password}}
 
 
-@endpoint("GET", "/devices/{dev}", tag="devices", response=DeviceOut, permission="tenant.manage")
+@endpoint("GET", "/devices/{dev}", tag="devices", response=DeviceOut, permission="devices.view")
 def get_device(call: Call) -> Any:
     """Read one device."""
     return dump(DeviceOut, _device(call))
@@ -176,7 +176,7 @@ def rotate_credentials(call: Call) -> Any:
     return {"username": device.device_id, "password": password}
 
 
-@endpoint("GET", "/devices/{dev}/health", tag="devices", permission="tenant.manage")
+@endpoint("GET", "/devices/{dev}/health", tag="devices", permission="devices.view")
 def device_health(call: Call) -> Any:
     """Health with early warnings, and gaps in the uploaded records."""
     device = _device(call)
@@ -221,7 +221,7 @@ def send_command(call: Call) -> Any:
     tag="devices",
     response=CommandOut,
     list_response=True,
-    permission="tenant.manage",
+    permission="devices.view",
 )
 def list_commands(call: Call) -> Any:
     """Recent commands of a device."""
@@ -264,7 +264,7 @@ def blacklist_receipts(call: Call) -> Any:
     tag="devices",
     response=TaskOut,
     list_response=True,
-    permission="tenant.manage",
+    permission="devices.view",
 )
 def list_tasks(call: Call) -> Any:
     """Scheduled communication tasks."""

@@ -49,6 +49,7 @@ from onecard.web.state import state
 log = logging.getLogger(__name__)
 bp = Blueprint("console", __name__, url_prefix="/console")
 
+
 @dataclass
 class Ctx:
     """What a console view works with (passed explicitly, like the API's ``Call``)."""

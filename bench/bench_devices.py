@@ -1,0 +1,527 @@
+"""Device-side benchmarks: 1,000 simulated terminals against the real bridge and Mosquitto.
+
+Runs on the embedded default (SQLite file + private Mosquitto with the platform's generated
+config) and on PostgreSQL (a fresh database from scripts/pg-test-db.sh, dropped afterwards).
+The bridge runs in its own process (as ``onecard bridge`` would); the simulated fleet runs in
+this process on one network thread; Mosquitto is a third process.
+
+  (a) online tap round trip at a sustained rate: present() on a terminal -> decision callback
+  (b) record ingest with exactly-once: every terminal holds N offline records, then connects
+  (c) revocation time-to-effect: report_loss -> each online terminal's blacklist holds the card
+  (d) raw broker publish/subscribe QoS 1 round trip on the same broker (the physical limit)
+
+Usage: .venv/bin/python bench/bench_devices.py [--devices 1000] [--rate 500]
+                                               [--backends sqlite,postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PLATFORM_PW = "bench-platform-password"
+SECRET = "bench-secret-key-0123456789abcdef"
+CARDS = 500
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def uid_of(i: int) -> str:
+    return f"{0x10000000 + i:08X}"
+
+
+def wait(cond: Callable[[], bool], bound: float, what: str, step: float = 0.1) -> float:
+    started = time.monotonic()
+    while not cond():
+        if time.monotonic() - started > bound:
+            raise TimeoutError(f"{what} not reached in {bound:.0f} s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+# -- the bridge process ----------------------------------------------------------------------
+
+
+def bridge_main(url: str, port: int, ready: Any, stop: Any, profile: str) -> None:
+    """Run one bridge (child process) until ``stop`` is set."""
+    from onecard.platform.db.engine import make_engine, make_session_factory
+    from onecard.platform.devices.bridge import Bridge, Connection
+    from onecard.platform.devices.broker import PLATFORM_USER
+    from onecard.platform.secrets import SecretBox
+
+    sf = make_session_factory(make_engine(url))
+    conn = Connection("127.0.0.1", port, PLATFORM_USER, PLATFORM_PW, client_id="bench-bridge")
+    bridge = Bridge(sf, conn, box=SecretBox(SECRET))
+    bridge.start()
+    if not bridge.subscribed.wait(60):
+        raise SystemExit("bridge did not subscribe")
+    ready.set()
+    stop.wait()
+    bridge.stop()
+
+
+@contextlib.contextmanager
+def bridge_process(url: str, port: int, profile: str = "") -> Iterator[int]:
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=bridge_main, args=(url, port, ready, stop, profile), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(90):
+            raise RuntimeError("bridge process did not come up")
+        yield int(proc.pid or 0)
+    finally:
+        stop.set()
+        proc.join(20)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+
+
+# -- platform setup -------------------------------------------------------------------------
+
+
+def setup_platform(url: str, devices: int) -> tuple[Any, int, dict[str, Any], list[int]]:
+    """Migrate, create a tenant with ``devices`` terminals and CARDS cards; return
+    (session factory, tenant id, credentials, card ids)."""
+    from onecard.device_agents.protocol.codes import DeviceKind
+    from onecard.platform.actors import Actor
+    from onecard.platform.cards.lifecycle import NewCard, issue_card
+    from onecard.platform.db.engine import make_engine, make_session_factory
+    from onecard.platform.db.migrate import upgrade
+    from onecard.platform.db.tenancy import tenant_scope
+    from onecard.platform.devices.services import NewDevice, add_device
+    from onecard.platform.people.schemas import PersonCreate
+    from onecard.platform.people.services import create_person
+    from onecard.platform.tenants.services import create_tenant
+
+    engine = make_engine(url)
+    upgrade(engine)
+    sf = make_session_factory(engine)
+    actor, now = Actor.system("bench"), datetime.now(UTC)
+    tag = uuid.uuid4().hex[:6]
+    with sf() as s:
+        tenant = create_tenant(s, f"bench{tag}", "Bench tenant", actor=actor, now=now)
+        s.commit()
+        tid = tenant.id
+    creds: dict[str, Any] = {}
+    cards: list[int] = []
+    kinds = (DeviceKind.POS, DeviceKind.DOOR)
+    with sf() as s, tenant_scope(tid):
+        for i in range(devices):
+            kind = kinds[i % 2]
+            dev_id = f"b{tag}-{kind.value}-{i:04d}"
+            _d, pw = add_device(s, NewDevice(dev_id, kind.value), actor=actor, now=now)
+            creds[dev_id] = (dev_id, pw, kind)
+        for i in range(CARDS):
+            person = create_person(
+                s,
+                PersonCreate(person_no=f"P{tag}{i:05d}", name=f"Bench {i}", identity_class="staff"),
+                actor=actor,
+                now=now,
+            )
+            card = issue_card(
+                s, person, NewCard(card_no=f"B{tag}{i:06d}", uid=uid_of(i)), actor=actor, now=now
+            )
+            cards.append(card.id)
+        s.commit()
+    return sf, tid, creds, cards
+
+
+def record_counts(sf: Any, tid: int) -> tuple[int, int]:
+    from sqlalchemy import func, select
+
+    from onecard.platform.db.tenancy import tenant_scope
+    from onecard.platform.devices.models import DeviceRecord
+
+    with sf() as s, tenant_scope(tid):
+        total = s.scalar(select(func.count(DeviceRecord.id))) or 0
+        distinct = (
+            s.scalar(
+                select(func.count()).select_from(
+                    select(DeviceRecord.device_pk, DeviceRecord.epoch, DeviceRecord.seq)
+                    .distinct()
+                    .subquery()
+                )
+            )
+            or 0
+        )
+    return int(total), int(distinct)
+
+
+def received_span(sf: Any, tid: int) -> float:
+    from sqlalchemy import func, select
+
+    from onecard.platform.db.tenancy import tenant_scope
+    from onecard.platform.devices.models import DeviceRecord
+
+    with sf() as s, tenant_scope(tid):
+        lo, hi = s.execute(
+            select(func.min(DeviceRecord.received_at), func.max(DeviceRecord.received_at))
+        ).one()
+    return float((hi - lo).total_seconds()) if lo and hi else float("nan")
+
+
+# -- (d) raw broker round trip ----------------------------------------------------------------
+
+
+def broker_rtt(port: int, n: int = 2000) -> dict[str, float]:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from onecard.platform.devices.broker import PLATFORM_USER
+
+    got = threading.Event()
+    clients = []
+
+    def make(name: str, sub: str) -> Any:
+        ok = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+        c.username_pw_set(PLATFORM_USER, PLATFORM_PW)
+
+        def on_connect(cl: Any, *_a: Any) -> None:
+            cl.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            cl.subscribe(sub, qos=1)
+
+        c.on_connect = on_connect
+        c.on_subscribe = lambda *_a: ok.set()
+        c.connect("127.0.0.1", port, 30)
+        c.loop_start()
+        assert ok.wait(10)
+        clients.append(c)
+        return c
+
+    responder = make(f"rtt-r-{uuid.uuid4().hex[:6]}", "oc/v1/bench-rtt/down/ping")
+    requester = make(f"rtt-q-{uuid.uuid4().hex[:6]}", "oc/v1/bench-rtt/down/pong")
+    responder.on_message = lambda c, _u, m: c.publish("oc/v1/bench-rtt/down/pong", m.payload, 1)
+    requester.on_message = lambda *_a: got.set()
+    samples = []
+    payload = b"x" * 200
+    for i in range(n + 50):
+        got.clear()
+        t = time.perf_counter()
+        requester.publish("oc/v1/bench-rtt/down/ping", payload, 1)
+        if not got.wait(5):
+            continue
+        if i >= 50:
+            samples.append((time.perf_counter() - t) * 1000)
+    for c in clients:
+        c.disconnect()
+        c.loop_stop()
+    return {"p50": pct(samples, 50), "p99": pct(samples, 99), "n": len(samples)}
+
+
+# -- the runs --------------------------------------------------------------------------------
+
+
+def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    from onecard.device_agents.protocol.blacklist import credential_key
+    from onecard.device_agents.protocol.codes import CredentialKind, DeviceKind
+    from onecard.device_agents.runtime.agent import Presented
+    from onecard.device_agents.runtime.mqtt import BrokerAddress
+    from onecard.device_agents.sim.fleet import AMOUNT_KINDS, Fleet, FleetSettings
+    from onecard.platform.actors import Actor
+    from onecard.platform.cards.lifecycle import report_loss
+    from onecard.platform.cards.models import Card
+    from onecard.platform.db.tenancy import tenant_scope
+    from onecard.platform.devices.broker import EmbeddedBroker, Listener
+    from onecard.platform.devices.services import all_credentials
+
+    out: dict[str, Any] = {"backend": name}
+    t = time.monotonic()
+    sf, tid, creds, cards = setup_platform(url, args.devices)
+    print(f"[{name}] setup {time.monotonic() - t:.1f} s", flush=True)
+    with sf() as s:
+        devices = all_credentials(s)
+    port = free_port()
+    broker = EmbeddedBroker(
+        folder / "mqtt", Listener(port), platform_password=PLATFORM_PW, devices=devices
+    )
+    broker.start()
+    fleet = None
+    try:
+        out["broker"] = broker_rtt(port)
+        print(f"[{name}] broker rtt {out['broker']}", flush=True)
+        with bridge_process(url, port):
+            fleet = Fleet(
+                FleetSettings(
+                    devices=args.devices,
+                    kinds=(DeviceKind.POS, DeviceKind.DOOR),
+                    broker=BrokerAddress("127.0.0.1", port),
+                    folder=folder / "fleet",
+                    faults=frozenset({"duplicate"}),
+                    credentials=creds,
+                    tap_rate=1e-6,
+                    cards=CARDS,
+                    agent={"heartbeat_s": 60.0, "tap_timeout_s": 2.0},
+                )
+            )
+            fleet.taps = False
+            f = fleet
+            # (b) ingest: every terminal stores records offline, then all connect at once.
+            t = time.monotonic()
+            for k, term in enumerate(f.terminals):
+                for j in range(args.records):
+                    amount = 100 + j if term.kind in AMOUNT_KINDS else None
+                    term.agent.present(Presented.uid(uid_of((k + j) % CARDS).lower(), amount))
+            created = sum(term.counters.records_created for term in f.terminals)
+            print(f"[{name}] {created} records stored offline in {time.monotonic() - t:.1f} s")
+            f.start()
+            connect_s = wait(lambda: f.online() == args.devices, 300, "all online", 0.05)
+            ingest_s = wait(lambda: record_counts(sf, tid)[0] >= created, 900, "ingest", 0.25)
+            drained = f.drain(timeout=120)
+            total, distinct = record_counts(sf, tid)
+            span = received_span(sf, tid)
+            totals = f.totals()
+            out["ingest"] = {
+                "records": created,
+                "stored": total,
+                "distinct": distinct,
+                "dup_sent": totals["duplicates_sent"],
+                "drained": drained,
+                "connect_s": connect_s,
+                "wall_s": ingest_s + connect_s,
+                "rate_wall": created / (ingest_s + connect_s),
+                "rate_span": created / span if span else float("nan"),
+            }
+            print(f"[{name}] ingest {out['ingest']}", flush=True)
+            time.sleep(3)  # let hellos, time syncs, heartbeats settle
+
+            # (a) online tap round trip at a sustained rate.
+            lat: list[float] = []
+            timeouts = [0]
+            state = {"issued": 0, "begin": 0.0, "stop": False}
+            n = len(f.terminals)
+            interval = 1.0 / args.rate
+
+            def make_done(sent: float, warm: bool) -> Callable[[Any], None]:
+                def done(decision: Any) -> None:
+                    if not warm:
+                        return
+                    if decision.online:
+                        lat.append((time.perf_counter() - sent) * 1000)
+                    else:
+                        timeouts[0] += 1
+
+                return done
+
+            def driver() -> None:
+                if state["stop"]:
+                    return
+                now = time.monotonic()
+                due = int((now - state["begin"]) * args.rate) - state["issued"]
+                for _ in range(max(0, due)):
+                    k = state["issued"]
+                    state["issued"] = k + 1
+                    term = f.terminals[(k * 7919) % n]
+                    amount = 100 if term.kind in AMOUNT_KINDS else None
+                    warm = now - state["begin"] > args.warmup
+                    term.agent.present(
+                        Presented.uid(uid_of(k % CARDS).lower(), amount),
+                        make_done(time.perf_counter(), warm),
+                    )
+                f.loop.call_later(interval, driver)
+
+            def begin() -> None:
+                state["begin"] = time.monotonic()
+                driver()
+
+            f.loop.call(begin)
+            time.sleep(args.warmup + args.tap_seconds)
+            f.loop.call(lambda: state.__setitem__("stop", True))
+            issued = state["issued"]
+            elapsed = time.monotonic() - state["begin"]
+            time.sleep(3)
+            measured = len(lat) + timeouts[0]
+            out["tap"] = {
+                "offered": issued / elapsed,
+                "achieved": len(lat) / args.tap_seconds,
+                "p50": pct(lat, 50),
+                "p99": pct(lat, 99),
+                "max": max(lat) if lat else float("nan"),
+                "timeouts": timeouts[0],
+                "measured": measured,
+            }
+            print(f"[{name}] tap {out['tap']}", flush=True)
+            f.drain(timeout=120)  # timed-out taps became records; let them upload
+            time.sleep(2)
+
+            # (c) revocation: report_loss -> every online terminal's blacklist holds the card.
+            ttes: list[float] = []
+            misses = 0
+            for r in range(args.revocations):
+                card_id = cards[-(r + 1)]
+                with sf() as s, tenant_scope(tid):
+                    card = s.get(Card, card_id)
+                    assert card is not None
+                    key = credential_key(CredentialKind.UID, card.uid or "")
+                    online = [tm for tm in f.terminals if tm.agent.online]
+                    seen: dict[str, float] = {}
+
+                    def check(
+                        key: int = key, online: list[Any] = online, seen: dict[str, float] = seen
+                    ) -> None:
+                        now = time.monotonic()
+                        for tm in online:
+                            if tm.device not in seen:
+                                bl = tm.agent.lists.get("blacklist")
+                                if bl is not None and key in bl:
+                                    seen[tm.device] = now
+
+                    start = time.monotonic()
+                    report_loss(s, card, actor=Actor.system("bench"), now=datetime.now(UTC))
+                    s.commit()
+                committed = time.monotonic()
+                f.loop.every_tick(check)
+                with contextlib.suppress(TimeoutError):
+                    wait(lambda o=online, d=seen: len(d) >= len(o), 60, "revocation", 0.05)
+                f.loop.remove_tick(check)
+                times = [v - start for v in seen.values()]
+                misses += len(online) - len(seen)
+                ttes += times
+                print(
+                    f"[{name}] revocation {r}: commit {committed - start:.3f} s, "
+                    f"{len(seen)}/{len(online)} devices, p50 {pct(times, 50):.2f} s "
+                    f"p95 {pct(times, 95):.2f} s max {max(times, default=float('nan')):.2f} s",
+                    flush=True,
+                )
+                time.sleep(2)
+            out["revocation"] = {
+                "p50": pct(ttes, 50),
+                "p95": pct(ttes, 95),
+                "max": max(ttes, default=float("nan")),
+                "samples": len(ttes),
+                "missed": misses,
+            }
+            fleet.stop()
+            fleet = None
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        broker.stop()
+    return out
+
+
+def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    def cell(r: dict[str, Any], path: str, fmt: str) -> str:
+        node: Any = r
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return "n/a"
+            node = node[part]
+        return format(node, fmt)
+
+    rows = [
+        ("(a) tap offered rate /s", "tap.offered", ".0f", f"{args.rate}"),
+        ("(a) tap answered online /s", "tap.achieved", ".0f", f"{args.rate}"),
+        ("(a) tap round trip p50 ms", "tap.p50", ".1f", "<= 5"),
+        ("(a) tap round trip p99 ms", "tap.p99", ".1f", "<= 15"),
+        ("(a) taps timed out (offline)", "tap.timeouts", "d", "0"),
+        ("(b) records ingested", "ingest.stored", "d", ""),
+        ("(b) ingest rate, connect->all stored /s", "ingest.rate_wall", ".0f", ">= 20000"),
+        ("(b) ingest rate, first->last stored /s", "ingest.rate_span", ".0f", ">= 20000"),
+        ("(b) duplicate records sent / stored twice", "ingest.dup_sent", "d", ""),
+        ("(c) revocation p50 s", "revocation.p50", ".2f", ""),
+        ("(c) revocation p95 s", "revocation.p95", ".2f", "<= 2"),
+        ("(c) revocation max s", "revocation.max", ".2f", ""),
+        ("(d) broker QoS1 RTT p50 ms", "broker.p50", ".2f", ""),
+        ("(d) broker QoS1 RTT p99 ms", "broker.p99", ".2f", ""),
+    ]
+    head = ["metric", *[r["backend"] for r in results], "target"]
+    lines = [head]
+    for label, path, fmt, target in rows:
+        vals = [cell(r, path, fmt) for r in results]
+        if path == "ingest.dup_sent":
+            vals = [f"{cell(r, path, fmt)} / {_twice(r)}" for r in results]
+        lines.append([label, *vals, target])
+    widths = [max(len(x[i]) for x in lines) for i in range(len(head))]
+    text = []
+    for n, line in enumerate(lines):
+        text.append("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
+        if n == 0:
+            text.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(text)
+
+
+def _twice(r: dict[str, Any]) -> str:
+    ing = r.get("ingest")
+    return "n/a" if not ing else str(ing["stored"] - ing["distinct"])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--devices", type=int, default=1000)
+    p.add_argument("--rate", type=float, default=500.0, help="offered online taps per second")
+    p.add_argument("--tap-seconds", type=float, default=15.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--records", type=int, default=30, help="offline records per device")
+    p.add_argument("--revocations", type=int, default=3)
+    p.add_argument("--backends", default="sqlite,postgres")
+    args = p.parse_args()
+    print(f"machine: {machine()}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    results = []
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"bench-dev-{backend}-") as tmp:
+            folder = Path(tmp)
+            if backend == "sqlite":
+                results.append(
+                    run_backend("sqlite", f"sqlite:///{folder / 'onecard.db'}", args, folder)
+                )
+            elif backend == "postgres":
+                script = str(ROOT / "scripts" / "pg-test-db.sh")
+                url = subprocess.run(
+                    ["bash", script], capture_output=True, text=True, check=True
+                ).stdout.strip()
+                try:
+                    results.append(run_backend("postgres", url, args, folder))
+                finally:
+                    subprocess.run(["bash", script, "drop", url], check=False)
+            else:
+                raise SystemExit(f"unknown backend {backend}")
+    print()
+    print(table(results, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

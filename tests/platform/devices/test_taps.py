@@ -1,0 +1,117 @@
+"""Online tap decisions (taps.decide) on the database: core checks, hook combination, replay."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from onecard.device_agents.protocol.asyncapi import validate_message
+from onecard.device_agents.protocol.codec import encode
+from onecard.device_agents.protocol.codes import CredentialKind
+from onecard.device_agents.protocol.messages import Credential, TapRequest
+from onecard.platform.actors import Actor
+from onecard.platform.cards.lifecycle import NewCard, issue_card, report_loss
+from onecard.platform.db.tenancy import tenant_scope
+from onecard.platform.devices import services, taps
+from onecard.platform.people.schemas import PersonCreate
+from onecard.platform.people.services import create_person
+
+SYS = Actor.system("tests")
+
+
+class Relay:
+    """Stands in for the registry's hook relay: fixed module answers, records what it saw."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.seen: list[Any] = []
+        self.recorded: list[Any] = []
+
+    def onecard_authorize_tap(self, tap: Any) -> list[Any]:
+        self.seen.append(tap)
+        return list(self.answers)
+
+    def onecard_tap_recorded(self, tap: Any, decision: Any, session: Any) -> None:
+        self.recorded.append((tap.req_id, decision.allow))
+
+
+def _setup(sf: sessionmaker[Session], tenant_id: int, now: datetime) -> tuple[str, str, str]:
+    with sf() as s, tenant_scope(tenant_id):
+        dev_id = f"t-{uuid.uuid4().hex[:10]}"
+        services.add_device(s, services.NewDevice(dev_id, "door"), actor=SYS, now=now)
+        person = create_person(
+            s,
+            PersonCreate(person_no=f"P{uuid.uuid4().hex[:8]}", name="A", identity_class="staff"),
+            actor=SYS,
+            now=now,
+        )
+        ok = issue_card(s, person, NewCard(card_no=f"A{uuid.uuid4().hex[:8]}"), actor=SYS, now=now)
+        lost = issue_card(
+            s, person, NewCard(card_no=f"L{uuid.uuid4().hex[:8]}"), actor=SYS, now=now
+        )
+        s.commit()
+        report_loss(s, lost, actor=SYS, now=now)
+        s.commit()
+        return dev_id, ok.card_no, lost.card_no
+
+
+def _tap(req_id: str, card_no: str) -> TapRequest:
+    cred = Credential(kind=CredentialKind.CARD_NO, value=card_no)
+    return TapRequest(req_id=req_id, credential=cred, device_time=1)
+
+
+def _decide(
+    sf: sessionmaker[Session],
+    tenant_id: int,
+    dev_id: str,
+    tap: TapRequest,
+    hooks: Any,
+    now: datetime,
+) -> taps.TapOutcome:
+    with sf() as s, tenant_scope(tenant_id):
+        ref = services.resolve(s, dev_id)
+        assert ref is not None
+        out = taps.decide(s, ref, tap, hooks, now=now)
+        s.commit()
+    msg = out.message()
+    validate_message(f"oc/v1/{dev_id}/down/tap", encode(msg))
+    return out
+
+
+def test_core_checks_hooks_and_replay(
+    make_tenant: Any, session_factory: sessionmaker[Session], now: datetime
+) -> None:
+    tenant = make_tenant()
+    dev, ok, lost = _setup(session_factory, tenant.id, now)
+    sf, tid = session_factory, tenant.id
+
+    unknown = _decide(sf, tid, dev, _tap("r1", "NOPE"), Relay(), now)
+    assert (unknown.allow, unknown.reason) == (False, "CARD_UNKNOWN")
+    refused = _decide(sf, tid, dev, _tap("r2", lost), Relay(taps.TapDecision(True)), now)
+    assert (refused.allow, refused.reason) == (False, "CARD_LOST")
+
+    silence = _decide(sf, tid, dev, _tap("r3", ok), Relay(None), now)
+    assert (silence.allow, silence.reason) == (False, "NO_HANDLER")
+
+    deny = taps.TapDecision(False, "LIMIT_REACHED", detail="per_day_limit", module="m2")
+    relay = Relay(taps.TapDecision(True, module="m1"), deny)
+    denied = _decide(sf, tid, dev, _tap("r4", ok), relay, now)
+    assert (denied.allow, denied.reason, denied.message().detail) == (
+        False,
+        "LIMIT_REACHED",
+        "per_day_limit",
+    )
+    assert relay.seen[0].session is not None  # modules read through the tap's session
+
+    allowed_relay = Relay(taps.TapDecision(True, module="m1"))
+    allowed = _decide(sf, tid, dev, _tap("r5", ok), allowed_relay, now)
+    assert allowed.allow
+    assert allowed.message().reason.value == "OK"
+    assert allowed_relay.recorded == [("r5", True)]
+
+    again = _decide(sf, tid, dev, _tap("r5", ok), Relay(deny), now)
+    assert again.replayed
+    assert again.message() == allowed.message()
