@@ -201,7 +201,7 @@ def _print_login(settings: Settings, login: Any) -> None:
     url = f"http://{settings.web.host}:{settings.web.port}"
     click.echo("")
     click.echo(
-        f"  OneCard console and API: {url}   (API: {url}/api/v1, docs: {url}/api/v1/openapi.json)"
+        f"  OneCard console: {url}/console   API: {url}/api/v1   ({url}/api/v1/openapi.json)"
     )
     click.echo(
         f"  Demo login -> tenant: {login.tenant}   username: {login.username}   "

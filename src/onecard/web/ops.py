@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, json, redirect, request, url_for
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -42,18 +42,23 @@ class Metrics:
 
 
 @ops.get("/")
-def index() -> dict[str, object]:
-    """Where things are (the console pages arrive with the console module)."""
+def index() -> Response:
+    """Browsers land in the console; API clients get a map of the service (JSON)."""
     from onecard import __version__
 
-    return {
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    if best == "text/html" and "console.home" in current_app.view_functions:
+        return redirect(url_for("console.home"))
+    body = {
         "service": "OneCard (一卡通)",
         "version": __version__,
+        "console": "/console",
         "api": "/api/v1",
         "openapi": "/api/v1/openapi.json",
         "login": "POST /api/v1/auth/login",
         "health": ["/healthz", "/readyz", "/metrics"],
     }
+    return Response(json.dumps(body, ensure_ascii=False), mimetype="application/json")
 
 
 @ops.get("/healthz")
