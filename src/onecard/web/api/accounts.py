@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from onecard.platform.approvals import services as approvals
 from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import NotFound, ValidationFailed
 from onecard.platform.ledger import operations as ops
@@ -21,7 +20,7 @@ from onecard.platform.ledger.models import Account, Balance, Entry, Line
 from onecard.platform.ledger.posting import was_replayed
 from onecard.platform.people.services import get_person
 from onecard.web.api.base import Call, Out, QueryModel, dump, endpoint, paged
-from onecard.web.api.common import approval_response
+from onecard.web.api.common import submit_entry_action
 from onecard.web.api.ledger import entry_json
 
 Fen = Field(gt=0, le=10**12)
@@ -242,35 +241,15 @@ def top_up(call: Call) -> Any:
 )
 def refund(call: Call) -> Any:
     """Refund purse money in cash; above the threshold a second operator must approve (202)."""
-    assert call.tenant is not None
     purse = _holder(call, "holder.purse")
     body: RefundIn = call.body
-    key = call.idempotency_key or ops.new_key()
-    outcome = approvals.submit(
-        call.session,
-        call.tenant,
+    return submit_entry_action(
+        call,
         "refund",
-        {
-            "person_id": purse.owner_id,
-            "amount_fen": body.amount_fen,
-            "memo": body.memo,
-            "idempotency_key": key,
-        },
-        actor=call.actor,
-        now=call.now,
+        {"person_id": purse.owner_id, "amount_fen": body.amount_fen, "memo": body.memo},
         amount_fen=body.amount_fen,
-        idempotency_key=f"approval:{key}" if call.idempotency_key else None,
         summary=f"refund {body.amount_fen} fen from account {purse.code}",
     )
-    return _outcome(call, outcome)
-
-
-def _outcome(call: Call, outcome: approvals.Outcome) -> Any:
-    if outcome.pending:
-        return approval_response(outcome)
-    entry = get_scoped(call.session, Entry, outcome.result["entry_id"])
-    assert entry is not None
-    return entry_json(call.session, entry), 201
 
 
 @endpoint(
@@ -284,31 +263,19 @@ def _outcome(call: Call, outcome: approvals.Outcome) -> Any:
 )
 def adjust(call: Call) -> Any:
     """Manually adjust a holder account; above the threshold needs a second operator (202)."""
-    assert call.tenant is not None
     account = load_account(call, call.path["account_id"])
     if account.kind not in HOLDER_KINDS:
         raise ValidationFailed("only holder accounts are adjusted by hand", field="account_id")
     body: AdjustmentIn = call.body
     if body.amount_fen == 0:
         raise ValidationFailed("amount_fen must not be zero", field="amount_fen")
-    key = call.idempotency_key or ops.new_key()
-    outcome = approvals.submit(
-        call.session,
-        call.tenant,
+    return submit_entry_action(
+        call,
         "adjustment",
-        {
-            "account_id": account.id,
-            "amount_fen": body.amount_fen,
-            "reason": body.reason,
-            "idempotency_key": key,
-        },
-        actor=call.actor,
-        now=call.now,
+        {"account_id": account.id, "amount_fen": body.amount_fen, "reason": body.reason},
         amount_fen=body.amount_fen,
-        idempotency_key=f"approval:{key}" if call.idempotency_key else None,
         summary=f"adjust {account.code} by {body.amount_fen} fen: {body.reason}",
     )
-    return _outcome(call, outcome)
 
 
 @endpoint(

@@ -9,14 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from onecard.platform.approvals import services as approvals
 from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import NotFound
-from onecard.platform.ledger import operations as ops
 from onecard.platform.ledger import reconcile
 from onecard.platform.ledger.models import Entry, Line
 from onecard.web.api.base import Call, QueryModel, endpoint, paged
-from onecard.web.api.common import approval_response
+from onecard.web.api.common import submit_entry_action
 
 
 def entry_json(session: Session, entry: Entry) -> dict[str, Any]:
@@ -103,30 +101,19 @@ class ReversalIn(BaseModel):
 )
 def reverse_entry(call: Call) -> Any:
     """Reverse an entry (a refund or correction); above the threshold needs approval (202)."""
-    assert call.tenant is not None
     entry = get_scoped(call.session, Entry, call.path["entry_id"])
     if entry is None:
         raise NotFound(f"entry {call.path['entry_id']} not found")
     amount = call.session.scalar(
         select(func.sum(Line.amount_fen)).where(Line.entry_id == entry.id, Line.amount_fen > 0)
     )
-    key = call.idempotency_key or ops.new_key()
-    outcome = approvals.submit(
-        call.session,
-        call.tenant,
+    return submit_entry_action(
+        call,
         "reversal",
-        {"entry_id": entry.id, "memo": call.body.memo, "idempotency_key": key},
-        actor=call.actor,
-        now=call.now,
+        {"entry_id": entry.id, "memo": call.body.memo},
         amount_fen=int(amount or 0),
-        idempotency_key=f"approval:{key}" if call.idempotency_key else None,
         summary=f"reverse entry {entry.id} ({entry.code}): {call.body.memo}",
     )
-    if outcome.pending:
-        return approval_response(outcome)
-    reversal = get_scoped(call.session, Entry, outcome.result["entry_id"])
-    assert reversal is not None
-    return entry_json(call.session, reversal), 201
 
 
 @endpoint("GET", "/ledger/verify", tag="ledger", permission="ledger.view")
