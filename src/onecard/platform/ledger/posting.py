@@ -20,9 +20,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from onecard.platform.actors import Actor
 from onecard.platform.db.engine import is_postgres
-from onecard.platform.db.tenancy import require_tenant_id
+from onecard.platform.db.tenancy import get_scoped, require_tenant_id
 from onecard.platform.errors import (
     Conflict,
     DuplicateRequest,
@@ -112,8 +112,8 @@ def post(
     entry, created = _insert_entry(session, request, actor=actor, now=now)
     if not created:
         return _replay(entry, request)
-    session.execute(
-        insert(Line),
+    session.connection().execute(
+        insert(_LINES),
         [
             {
                 "tenant_id": entry.tenant_id,
@@ -128,9 +128,23 @@ def post(
     return entry
 
 
+_ENTRIES = cast(Table, Entry.__table__)
+_LINES = cast(Table, Line.__table__)
+_BALANCES = cast(Table, Balance.__table__)
+
+
 def find_by_key(session: Session, key: str) -> Entry | None:
-    """The entry posted under ``key`` for the tenant in scope, if any."""
-    return session.scalar(select(Entry).where(Entry.idempotency_key == key))
+    """The entry posted under ``key`` for the tenant in scope, if any.
+
+    The common answer is "none": a plain Core lookup on the unique (tenant, key) index, and the
+    ORM object is loaded only for a replay.
+    """
+    entry_id = session.connection().scalar(
+        select(_ENTRIES.c.id).where(
+            _ENTRIES.c.tenant_id == require_tenant_id(), _ENTRIES.c.idempotency_key == key
+        )
+    )
+    return None if entry_id is None else get_scoped(session, Entry, entry_id)
 
 
 def _replay(entry: Entry, request: PostingRequest) -> Entry:
@@ -243,13 +257,14 @@ def _check_minimums(
     if not bounded:
         return
     stmt = (
-        select(Balance.account_id, Balance.raw_fen)
-        .where(Balance.account_id.in_(bounded))
-        .order_by(Balance.account_id)
+        select(_BALANCES.c.account_id, _BALANCES.c.raw_fen)
+        .where(_BALANCES.c.account_id.in_(bounded))
+        .order_by(_BALANCES.c.account_id)
     )
     if is_postgres(session):
         stmt = stmt.with_for_update()
-    raw: dict[int, int] = {aid: value for aid, value in session.execute(stmt)}
+    # Core on the session's connection: the ids were resolved within the tenant.
+    raw: dict[int, int] = {aid: value for aid, value in session.connection().execute(stmt)}
     if len(raw) != len(bounded):
         raise NotFound("balance row missing for an account", account_ids=bounded)
     for aid in bounded:
@@ -257,11 +272,11 @@ def _check_minimums(
 
 
 _BALANCE_UPDATE = (
-    update(Balance.__table__)  # type: ignore[arg-type]
-    .where(Balance.__table__.c.account_id == bindparam("aid"))
+    update(_BALANCES)
+    .where(_BALANCES.c.account_id == bindparam("aid"))
     .values(
-        raw_fen=Balance.__table__.c.raw_fen + bindparam("delta"),
-        line_count=Balance.__table__.c.line_count + bindparam("n"),
+        raw_fen=_BALANCES.c.raw_fen + bindparam("delta"),
+        line_count=_BALANCES.c.line_count + bindparam("n"),
         updated_at=bindparam("now"),
     )
 )
