@@ -62,6 +62,7 @@ $(VENDOR)/.stamp: frontend/node_modules/.package-lock.json
 	cp frontend/node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.umd.min.js
 	cp frontend/node_modules/chart.js/LICENSE.md $(VENDOR)/chart.js.LICENSE.md
 	cp frontend/node_modules/qrcode-generator/qrcode.js $(VENDOR)/qrcode.js
+	cp frontend/node_modules/socket.io-client/dist/socket.io.min.js $(VENDOR)/socket.io.min.js
 	@touch $@
 
 $(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/messages.po | $(STAMP)

@@ -221,20 +221,26 @@ def serve(ctx: Context, host: str | None, port: int | None, threads: int) -> Non
 
 
 def _serve(settings: Settings, host: str | None, port: int | None, threads: int) -> None:
-    import waitress
+    """Serve the app and its Socket.IO endpoint (live monitor).
 
+    Flask-SocketIO's threading mode with simple-websocket needs a server that hands the raw
+    socket over for WebSocket: Werkzeug's threaded server does (waitress does not), so it runs
+    through ``socketio.run``. ``threads`` is kept for the command line; Werkzeug starts a thread
+    per connection. Production: gunicorn ``-w 1 --threads N`` (gthread) on the same app.
+    """
     from onecard.web import create_app
+    from onecard.web.live import socketio_of
     from onecard.web.logs import configure_logging
 
+    del threads
     configure_logging(settings.logging.level, settings.logging.json)
     app = create_app(settings)
-    waitress.serve(
+    socketio_of(app).run(
         app,
         host=host or settings.web.host,
         port=port or settings.web.port,
-        threads=threads,
-        ident="onecard",
-        _quiet=True,
+        allow_unsafe_werkzeug=True,
+        log_output=False,
     )
 
 

@@ -245,8 +245,8 @@ def test_platform_admin_lists_every_tenant_and_a_tenant_admin_only_their_own(
 # --- menu -------------------------------------------------------------------------------------
 
 CORE = [
-    "people", "cards", "accounts", "approvals", "ledger", "reports", "audit", "operators",
-    "settings",
+    "people", "cards", "accounts", "approvals", "ledger", "reports", "audit", "devices",
+    "monitor", "operators", "settings",
 ]  # fmt: skip
 
 
@@ -261,7 +261,7 @@ def test_tenant_admin_menu_lists_every_core_item_in_order(api: ApiUser) -> None:
 @pytest.mark.parametrize(
     ("role", "expected"),
     [
-        ("auditor", ["people", "cards", "accounts", "approvals", "ledger", "reports", "audit"]),
+        ("auditor", [*CORE[:7], "devices", "monitor"]),
         ("card_centre", ["people", "cards", "accounts", "approvals"]),
         ("finance", ["people", "cards", "accounts", "approvals", "ledger", "reports"]),
     ],
@@ -284,6 +284,8 @@ def test_menu_follows_the_tenants_order_and_hidden_items(api: ApiUser) -> None:
         "approvals",
         "ledger",
         "reports",
+        "devices",
+        "monitor",
         "operators",
         "settings",
     ]

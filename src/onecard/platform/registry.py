@@ -39,6 +39,8 @@ CORE_MENU: tuple[MenuItem, ...] = (
     MenuItem("ledger", "Journal", "console.ledger", "ledger.view", order=50),
     MenuItem("reports", "Reports", "console.reports", "ledger.view", order=55),
     MenuItem("audit", "Audit", "console.audit", "audit.view", order=60),
+    MenuItem("devices", "Devices", "console.devices", "devices.view", order=62),
+    MenuItem("monitor", "Live monitor", "console.monitor", "devices.view", order=64),
     MenuItem("operators", "Operators", "console.operators", "operators.manage", order=70),
     MenuItem("settings", "Settings", "console.settings", "tenant.manage", order=80),
 )

@@ -81,6 +81,7 @@ def _register(app: Flask) -> None:
     from onecard.web.api import tenants as tenants_api
     from onecard.web.api.base import api_v1
     from onecard.web.console import init_console
+    from onecard.web.live import init_live
     from onecard.web.ops import install_metrics, ops
     from onecard.web.problems import register_error_handlers
 
@@ -89,6 +90,7 @@ def _register(app: Flask) -> None:
     app.register_blueprint(api_v1)
     app.register_blueprint(ops)
     init_console(app)
+    init_live(app)
     register_error_handlers(app)
     install_metrics(app)
 

@@ -18,6 +18,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -31,7 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard.device_agents.protocol.codes import CommandName, ReasonCode
@@ -40,9 +41,10 @@ from onecard.device_agents.protocol.topics import (
     DEVICE_ID_RE,
     STATE_SUBSCRIPTION,
 )
+from onecard.platform.cards.models import BlacklistChange
 from onecard.platform.clock import utcnow
-from onecard.platform.db.tenancy import tenant_scope
-from onecard.platform.devices import bundles, commands, health, ingest, lists, taps
+from onecard.platform.db.tenancy import tenant_scope, unscoped
+from onecard.platform.devices import bundles, commands, health, ingest, lists, services, taps
 from onecard.platform.devices import clock as dclock
 from onecard.platform.devices.bundles import DeviceKindSpec
 from onecard.platform.devices.models import Device
@@ -80,6 +82,8 @@ MESSAGES = PromCounter(
 )
 
 Out = BaseModel  # a protocol message; its topic (and retain flag) follow from its type
+CACHED_ROUTES = frozenset({"up/tap", "up/records"})  # routes that never change the device row
+WAKE_ROUTES = frozenset({"state", "up/hello", "up/receipt"})  # may make list/command updates due
 
 
 @dataclass(frozen=True)
@@ -134,16 +138,30 @@ class Bridge:
         kinds: dict[str, DeviceKindSpec] | None = None,
         clock: Callable[[], datetime] = utcnow,
         outbox_interval: float = 1.0,
+        workers: int | None = None,
+        tap_deadline: float = 5.0,
+        resolve_ttl: float = 10.0,
+        outbox_tick: float = 0.1,
     ) -> None:
         self.sessions, self.conn, self.box = sessions, connection, box
         self.registry, self.clock = registry, clock
         self.kinds = kinds if kinds is not None else collect_kinds(registry)
-        self.outbox_interval = outbox_interval
+        self.outbox_interval, self.outbox_tick = outbox_interval, outbox_tick
+        self.tap_deadline, self.resolve_ttl = tap_deadline, resolve_ttl
         self.counts: Counter[tuple[str, str]] = Counter()
         self.routes: dict[str, MqttRoute] = {**self._core_routes(), **_module_routes(registry)}
-        self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        if workers is None:
+            # SQLite takes one writer at a time: more workers only queue on its lock (long tail).
+            bind = sessions.kw.get("bind")
+            workers = 1 if bind is not None and bind.dialect.name == "sqlite" else 4
+        # One queue per worker; a device always lands on the same worker (its order is kept).
+        self._queues: list[queue.Queue[tuple[mqtt.MQTTMessage, float] | None]] = [
+            queue.Queue() for _ in range(max(1, workers))
+        ]
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._refs: dict[str, tuple[DeviceRef, float, int]] = {}
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._configs_sent: set[tuple[str, int]] = set()
@@ -179,15 +197,26 @@ class Bridge:
             self.conn.host, self.conn.port, keepalive=30, clean_start=False, properties=props
         )
         self.client.loop_start()
-        self._worker = threading.Thread(target=self._work, name="onecard-bridge", daemon=True)
-        self._worker.start()
+        for i, q in enumerate(self._queues):
+            t = threading.Thread(
+                target=self._work, args=(q,), name=f"onecard-bridge-{i}", daemon=True
+            )
+            self._threads.append(t)
+        self._threads.append(
+            threading.Thread(target=self._outbox_loop, name="onecard-bridge-outbox", daemon=True)
+        )
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
-        """Finish the current message, disconnect, stop threads."""
+        """Finish the current messages, disconnect, stop threads."""
         self._stop.set()
-        self._queue.put(None)
-        if self._worker is not None:
-            self._worker.join(10)
+        self._wake.set()
+        for q in self._queues:
+            q.put(None)
+        deadline = time.monotonic() + 10
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -209,22 +238,49 @@ class Bridge:
             log.warning("bridge disconnected (%s); reconnecting", reason)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(msg)
+        device_id = msg.topic.removeprefix("oc/v1/").partition("/")[0]
+        self._queues[hash(device_id) % len(self._queues)].put((msg, time.monotonic()))
 
-    def _work(self) -> None:
+    def _work(self, q: queue.Queue[tuple[mqtt.MQTTMessage, float] | None]) -> None:
         while not self._stop.is_set():
-            try:
-                msg = self._queue.get(timeout=self.outbox_interval)
-            except queue.Empty:
-                self._safe(self.run_outbox)
-                continue
-            if msg is None:
+            item = q.get()
+            if item is None:
                 return
-            self._safe(lambda m=msg: self.handle(m.topic, m.payload))  # type: ignore[misc]
+            msg, arrived = item
+            if msg.topic.endswith("/up/tap") and time.monotonic() - arrived > self.tap_deadline:
+                # The terminal stopped waiting long ago and decided offline (its record follows):
+                # deciding now would only delay the taps that are still waited for.
+                self._count("up/tap", "stale")
+            else:
+                self._safe(lambda m=msg: self.handle(m.topic, m.payload))  # type: ignore[misc]
             if msg.qos > 0:
                 self.client.ack(msg.mid, msg.qos)
-            if self._queue.empty():
+
+    def _outbox_loop(self) -> None:
+        """Publish list deltas and commands: at once when the blacklist changed (watched every
+        ``outbox_tick``) or a worker asked, else every ``outbox_interval``; never waits for the
+        inbound queues."""
+        last_mark: int | None = None
+        last_run = 0.0
+        while not self._stop.is_set():
+            woke = self._wake.wait(self.outbox_tick)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            mark = last_mark
+            try:
+                mark = self._list_mark()
+            except Exception:
+                log.exception("bridge: reading the list version failed")
+            now = time.monotonic()
+            if woke or mark != last_mark or now - last_run >= self.outbox_interval:
+                last_mark, last_run = mark, now
                 self._safe(self.run_outbox)
+
+    def _list_mark(self) -> int:
+        """Changes whenever any tenant's blacklist changes (one indexed query)."""
+        with self.sessions() as session, unscoped(reason="bridge: watch every tenant's list"):
+            return int(session.scalar(select(func.max(BlacklistChange.id))) or 0)
 
     def _safe(self, fn: Callable[[], Any]) -> None:
         try:
@@ -248,7 +304,7 @@ class Bridge:
             return
         route = self.routes.get(rest)
         with self.sessions() as session:
-            device = resolve(session, device_id)
+            device = self._resolve(session, device_id, cached=rest in CACHED_ROUTES)
             if device is None:
                 self._count(rest[:40], "unknown_device")
                 log.warning("bridge: message from unregistered device %s", device_id[:64])
@@ -257,6 +313,24 @@ class Bridge:
                 self._reject(device, rest, BadMessage("bad_topic", rest[:80]))
                 return
             self._dispatch(session, device, route, payload)
+        if rest not in CACHED_ROUTES:
+            self._refs.pop(device_id, None)  # the route may have changed the device row
+        if rest in WAKE_ROUTES:
+            self._wake.set()
+
+    def _resolve(self, session: Session, device_id: str, *, cached: bool) -> DeviceRef | None:
+        """`resolve` with a per-process cache (``resolve_ttl``; dropped on a registry change in
+        this process and after every route that may change the device row)."""
+        now, gen = time.monotonic(), services.generation()
+        hit = self._refs.get(device_id) if cached else None
+        if hit is not None and hit[1] > now and hit[2] == gen:
+            return hit[0]
+        ref = resolve(session, device_id)
+        if ref is None:
+            self._refs.pop(device_id, None)
+        else:
+            self._refs[device_id] = (ref, now + self.resolve_ttl, gen)
+        return ref
 
     def _dispatch(
         self, session: Session, device: DeviceRef, route: MqttRoute, payload: bytes

@@ -47,7 +47,8 @@ class Ingested:
 def ingest(session: Session, device: DeviceRef, batch: DecodedBatch, *, now: datetime) -> Ingested:
     """Store the new records of ``batch`` and compute the acknowledgement (never commits)."""
     state = _epoch_state(session, device, batch.epoch, now)
-    rows = [_row(session, device, batch.epoch, r, now) for r in batch.records]
+    cards = _cards(session, batch.records)
+    rows = [_row(cards, device, batch.epoch, r, now) for r in batch.records]
     rows += [
         _malformed_row(device, batch.epoch, e.seq, f"{e.reason.value}: {e.detail}", now)
         for e in batch.rejected
@@ -59,7 +60,7 @@ def ingest(session: Session, device: DeviceRef, batch: DecodedBatch, *, now: dat
         state.highest_seen = max(state.highest_seen, *seqs)
     if batch.gone:
         state.lost = [list(r) for r in merge_ranges([*_lost(state), *batch.gone])]
-    ack = _ack(session, state)
+    ack = _ack(session, state, batch_seqs=seqs)
     rejected = tuple(
         RejectedRecord(seq=e.seq, reason=e.reason.value)
         for e in batch.rejected
@@ -88,23 +89,58 @@ def _epoch_state(session: Session, device: DeviceRef, epoch: str, now: datetime)
         "first_seen_at": now,
         "updated_at": now,
     }
+    stmt = select(DeviceEpoch).where(DeviceEpoch.device_pk == device.pk, DeviceEpoch.epoch == epoch)
+    if is_postgres(session):
+        stmt = stmt.with_for_update()
+    stmt = stmt.execution_options(populate_existing=True)
+    found = session.scalars(stmt).one_or_none()
+    if found is not None:
+        return found
     dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
     session.execute(
         dialect_insert(DeviceEpoch)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["device_pk", "epoch"])
     )
-    stmt = select(DeviceEpoch).where(DeviceEpoch.device_pk == device.pk, DeviceEpoch.epoch == epoch)
-    if is_postgres(session):
-        stmt = stmt.with_for_update()
-    return session.scalars(stmt.execution_options(populate_existing=True)).one()
+    return session.scalars(stmt).one()
+
+
+CardKey = tuple[CredentialKind, str]
+
+
+def _cards(session: Session, records: Sequence[Record]) -> dict[CardKey, tuple[str, str]]:
+    """``(card no, status)`` of every card the batch names: one ``IN`` query per credential
+    kind instead of one query per record."""
+    creds = [r.credential for r in records if r.credential is not None]
+    uids = {c.value.upper() for c in creds if c.kind is CredentialKind.UID}
+    nos = {c.value for c in creds if c.kind is CredentialKind.CARD_NO}
+    out: dict[CardKey, tuple[str, str]] = {}
+    for part in _chunks(sorted(uids)):
+        for uid, no, status in session.execute(
+            select(Card.uid, Card.card_no, Card.status).where(Card.uid.in_(part))
+        ):
+            out[(CredentialKind.UID, str(uid))] = (no, status)
+    for part in _chunks(sorted(nos)):
+        for no, status in session.execute(
+            select(Card.card_no, Card.status).where(Card.card_no.in_(part))
+        ):
+            out[(CredentialKind.CARD_NO, no)] = (no, status)
+    return out
+
+
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 def _row(
-    session: Session, device: DeviceRef, epoch: str, rec: Record, now: datetime
+    cards: dict[CardKey, tuple[str, str]],
+    device: DeviceRef,
+    epoch: str,
+    rec: Record,
+    now: datetime,
 ) -> dict[str, Any]:
     corrected, flags = _corrected_time(rec, device.clock_offset_ms)
-    card_no, card_flags = _card(session, rec)
+    card_no, card_flags = _card(cards, rec)
     payload = rec.model_dump(mode="json", by_alias=True, exclude_none=True)
     return {
         "tenant_id": device.tenant_id,
@@ -160,14 +196,16 @@ def card_of(session: Session, kind: CredentialKind, value: str) -> Card | None:
     return None
 
 
-def _card(session: Session, rec: Record) -> tuple[str | None, list[str]]:
+def _card(cards: dict[CardKey, tuple[str, str]], rec: Record) -> tuple[str | None, list[str]]:
     cred = rec.credential
     if cred is None:
         return None, []
-    card = card_of(session, cred.kind, cred.value)
+    value = cred.value.upper() if cred.kind is CredentialKind.UID else cred.value
+    card = cards.get((cred.kind, value))
     if card is None:
         return (cred.value[:32] if cred.kind is CredentialKind.CARD_NO else None), ["unknown_card"]
-    return card.card_no, ([] if card.status == "active" else ["blacklisted_card"])
+    card_no, status = card
+    return card_no, ([] if status == "active" else ["blacklisted_card"])
 
 
 def _insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> int:
@@ -196,13 +234,24 @@ def _stored_above(session: Session, state: DeviceEpoch, floor: int) -> list[int]
     )
 
 
-def _ack(session: Session, state: DeviceEpoch) -> Ack:
-    """`compute_ack` over what is stored (everything up to ``acked_upto`` is known held)."""
+def _ack(session: Session, state: DeviceEpoch, *, batch_seqs: Sequence[int] = ()) -> Ack:
+    """`compute_ack` over what is stored (everything up to ``acked_upto`` is known held).
+
+    When the batch just stored (or found) ``batch_seqs`` and they continue ``acked_upto``
+    without a hole, nothing else above the floor can matter to the contiguous part, so the
+    stored seqs are only read when the batch leaves a gap (or is empty)."""
     floor = state.acked_upto
     held = [(1, floor)] if floor else []
+    above = sorted({q for q in batch_seqs if q > floor})
+    contiguous = bool(above) and above[0] == floor + 1 and above[-1] - above[0] + 1 == len(above)
+    # ``highest_seen`` covers every seq ever stored: nothing can be stored above it.
+    if contiguous and above[-1] >= state.highest_seen:
+        stored = above
+    else:
+        stored = _stored_above(session, state, floor)
     ack = compute_ack(
         state.epoch,
-        _stored_above(session, state, floor),
+        stored,
         gone=[*held, *_lost(state)],
         max_missing=MAX_MISSING_RANGES,
     )

@@ -76,17 +76,8 @@ def updates_for(session: Session, device: Device, *, now: datetime) -> list[List
     st.sent_version, st.sent_at = current, now
     if current - base > SNAPSHOT_AFTER:
         return _snapshot(session, device.device_id)
-    d = blacklist.delta(session, base, limit=SNAPSHOT_AFTER)
-    if d.to_version <= base:
-        return []
-    delta = ListDelta(
-        list=BLACKLIST,
-        from_=base,
-        to=d.to_version,
-        add=tuple(card_keys(session, d.add)),
-        remove=tuple(card_keys(session, d.remove)),
-    )
-    return [ListUpdate(device.device_id, delta)]
+    delta = _delta(session, base)
+    return [] if delta is None else [ListUpdate(device.device_id, delta)]
 
 
 def _snapshot(session: Session, device_id: str) -> list[ListUpdate]:
@@ -96,7 +87,11 @@ def _snapshot(session: Session, device_id: str) -> list[ListUpdate]:
 
 
 def due_updates(session: Session, *, now: datetime) -> list[tuple[int, ListUpdate]]:
-    """``(tenant id, update)`` for every online device behind on a list, across tenants."""
+    """``(tenant id, update)`` for every online device behind on a list, across tenants.
+
+    One query finds the tenants with online devices; per tenant one query finds the devices
+    behind (joined with their list state) and the delta is built once per starting version.
+    """
     from onecard.platform.db.tenancy import tenant_scope
 
     with unscoped(reason="list distributor walks every tenant with online devices"):
@@ -106,9 +101,55 @@ def due_updates(session: Session, *, now: datetime) -> list[tuple[int, ListUpdat
     out: list[tuple[int, ListUpdate]] = []
     for tid in tenants:
         with tenant_scope(tid):
-            for device in session.scalars(select(Device).where(Device.online, Device.enabled)):
-                out += [(tid, u) for u in updates_for(session, device, now=now)]
+            out += [(tid, u) for u in _tenant_updates(session, now)]
     return out
+
+
+def _tenant_updates(session: Session, now: datetime) -> list[ListUpdate]:
+    current = blacklist.current_version(session)
+    rows = session.execute(
+        select(Device.id, Device.device_id, DeviceListState)
+        .outerjoin(
+            DeviceListState,
+            (DeviceListState.device_pk == Device.id) & (DeviceListState.list_name == BLACKLIST),
+        )
+        .where(Device.online, Device.enabled)
+        .where((DeviceListState.id.is_(None)) | (DeviceListState.sent_version < current))
+    ).all()
+    if not rows:
+        return []
+    out: list[ListUpdate] = []
+    deltas: dict[int, ListDelta | None] = {}
+    for pk, device_id, st in rows:
+        if st is None:
+            st = _state(session, pk, BLACKLIST)
+            if st.sent_version >= current:
+                continue
+        base = st.applied_version
+        st.sent_version, st.sent_at = current, now
+        if current - base > SNAPSHOT_AFTER:
+            out += _snapshot(session, device_id)
+            continue
+        if base not in deltas:
+            deltas[base] = _delta(session, base)
+        delta = deltas[base]
+        if delta is not None:
+            out.append(ListUpdate(device_id, delta))
+    session.flush()
+    return out
+
+
+def _delta(session: Session, base: int) -> ListDelta | None:
+    d = blacklist.delta(session, base, limit=SNAPSHOT_AFTER)
+    if d.to_version <= base:
+        return None
+    return ListDelta(
+        list=BLACKLIST,
+        from_=base,
+        to=d.to_version,
+        add=tuple(card_keys(session, d.add)),
+        remove=tuple(card_keys(session, d.remove)),
+    )
 
 
 def device_reports(

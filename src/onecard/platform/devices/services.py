@@ -27,6 +27,16 @@ DEVICE_ID_RE = re.compile(r"^[a-z0-9-]{3,64}$")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,39}$")
 MANAGE = "devices.manage"
 RESERVED_IDS = frozenset({"bridge", "platform", "onecard-bridge"})
+_generation = [0]  # bumped on every registry change in this process (the bridge's resolve cache)
+
+
+def generation() -> int:
+    """A number that changes whenever this process changes a device's registry entry."""
+    return _generation[0]
+
+
+def _changed() -> None:
+    _generation[0] += 1
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,7 @@ def update_device(
     before = {k: getattr(device, k) for k in changes}
     for key, value in changes.items():
         setattr(device, key, value)
+    _changed()
     record(
         session,
         "device.changed",
@@ -153,6 +164,7 @@ def rotate_credentials(session: Session, device: Device, *, actor: Actor, now: d
     password = new_password()
     device.password_hash = mosquitto_hash(password)
     device.credentials_rotated_at = now
+    _changed()
     record(
         session,
         "device.credentials_rotated",

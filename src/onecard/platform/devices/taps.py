@@ -7,6 +7,11 @@ propose are posted in the same transaction as the :class:`DeviceTap` row and its
 ``onecard_tap_recorded`` then lets the modules record their own facts (a canteen sale) in that
 same transaction. A repeated ``req_id`` from the same device returns the first reply and
 changes nothing. The reply is the protocol's `TapDecision` (``down/tap``).
+
+A tap writes no audit event: the audit chain records operator actions, and a device tap's fact
+is its :class:`DeviceTap` row (written once per ``(device, req_id)``, never changed) plus the
+ledger entries it posted. A per-tap audit event serialised every tap of a tenant on the audit
+chain's counter row.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from sqlalchemy.orm import Session
 
 from onecard.device_agents.protocol.codes import ALLOW_REASONS, CredentialKind, ReasonCode
 from onecard.platform.actors import Actor
-from onecard.platform.audit.record import record
 from onecard.platform.cards.models import Card, CardStatus
 from onecard.platform.devices.ingest import card_of
 from onecard.platform.devices.models import Device, DeviceTap
@@ -278,22 +282,6 @@ def _finish(
         )
         assert first is not None
         return _from_row(first)
-    record(
-        session,
-        "device.tap",
-        actor=Actor(type="device", id=d.device_id, tenant_id=d.tenant_id),
-        now=now,
-        object_type="card" if card else "device",
-        object_id=card.id if card else d.device_id,
-        data={
-            "req_id": tap.req_id,
-            "allow": decision.allow,
-            "reason": decision.reason,
-            "entries": list(entries),
-            "module": decision.module,
-            "detail": decision.detail,
-        },
-    )
     return outcome
 
 
