@@ -6,6 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard.device_agents.protocol.asyncapi import validate_message
@@ -16,6 +19,8 @@ from onecard.platform.actors import Actor
 from onecard.platform.cards.lifecycle import NewCard, issue_card, report_loss
 from onecard.platform.db.tenancy import tenant_scope
 from onecard.platform.devices import services, taps
+from onecard.platform.devices.models import DeviceTap
+from onecard.platform.errors import ImmutableRecordError
 from onecard.platform.people.schemas import PersonCreate
 from onecard.platform.people.services import create_person
 
@@ -115,3 +120,31 @@ def test_core_checks_hooks_and_replay(
     again = _decide(sf, tid, dev, _tap("r5", ok), Relay(deny), now)
     assert again.replayed
     assert again.message() == allowed.message()
+
+
+# --- a decided tap is a fact: written once, never changed -------------------------------
+@pytest.fixture
+def decided_tap(make_tenant: Any, session_factory: Any, now: Any) -> tuple[int, int]:
+    tenant = make_tenant()
+    dev, ok, _lost = _setup(session_factory, tenant.id, now)
+    _decide(session_factory, tenant.id, dev, _tap("fact-1", ok), Relay(None), now)
+    with session_factory() as s, tenant_scope(tenant.id):
+        tap_id = s.scalar(select(DeviceTap.id).where(DeviceTap.req_id == "fact-1"))
+    assert tap_id is not None
+    return tenant.id, tap_id
+
+
+def test_a_decided_tap_cannot_be_edited_through_the_orm(session_factory, decided_tap):
+    tenant_id, tap_id = decided_tap
+    with session_factory() as s, tenant_scope(tenant_id):
+        row = s.get(DeviceTap, tap_id)
+        row.allow = True
+        with pytest.raises(ImmutableRecordError):
+            s.flush()
+
+
+@pytest.mark.postgres_only
+def test_the_database_refuses_to_edit_a_decided_tap(session_factory, decided_tap):
+    _tenant_id, tap_id = decided_tap
+    with session_factory() as s, pytest.raises(DBAPIError, match="append-only"):
+        s.execute(text("UPDATE device_taps SET allow = true WHERE id = :id"), {"id": tap_id})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from onecard.device_agents.protocol.blacklist import credential_key, snapshot_chunks
@@ -52,18 +53,34 @@ def card_keys(session: Session, card_nos: Iterable[str]) -> list[int]:
 
 
 def _state(session: Session, device_pk: int, name: str) -> DeviceListState:
-    row = session.scalar(
+    """The device's state row for list ``name``, created on first use.
+
+    The bridge's workers and its list publisher may both meet a new device at once: the loser
+    of the insert race rolls back its savepoint and reads the winner's row.
+    """
+    found = _find_state(session, device_pk, name)
+    if found is not None:
+        return found
+    try:
+        with session.begin_nested():
+            row = DeviceListState(
+                device_pk=device_pk, list_name=name, applied_version=0, sent_version=0
+            )
+            session.add(row)
+            session.flush()
+        return row
+    except IntegrityError:
+        found = _find_state(session, device_pk, name)
+        assert found is not None
+        return found
+
+
+def _find_state(session: Session, device_pk: int, name: str) -> DeviceListState | None:
+    return session.scalar(
         select(DeviceListState).where(
             DeviceListState.device_pk == device_pk, DeviceListState.list_name == name
         )
     )
-    if row is None:
-        row = DeviceListState(
-            device_pk=device_pk, list_name=name, applied_version=0, sent_version=0
-        )
-        session.add(row)
-        session.flush()
-    return row
 
 
 def updates_for(session: Session, device: Device, *, now: datetime) -> list[ListUpdate]:

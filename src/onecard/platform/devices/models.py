@@ -102,8 +102,11 @@ class DeviceRecord(IdMixin, TenantScoped, AppendOnly, Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class DeviceTap(IdMixin, TenantScoped, Base):
-    """An online tap decision; ``(device, req_id)`` makes a repeated request return the first."""
+class DeviceTap(IdMixin, TenantScoped, AppendOnly, Base):
+    """An online tap decision; ``(device, req_id)`` makes a repeated request return the first.
+
+    Append-only: the tap row is the fact of the decision (taps write no audit event).
+    """
 
     __tablename__ = "device_taps"
     __table_args__ = (UniqueConstraint("device_pk", "req_id"),)

@@ -3,7 +3,7 @@
 The core resolves the credential and checks card status, expiry, blacklist and tenant; then
 the enabled modules' ``onecard_authorize_tap`` hooks decide: any deny wins, and if nobody
 allows the tap is denied with ``NO_HANDLER`` (silence denies). Postings the allowing modules
-propose are posted in the same transaction as the :class:`DeviceTap` row and its audit event;
+propose are posted in the same transaction as the :class:`DeviceTap` row;
 ``onecard_tap_recorded`` then lets the modules record their own facts (a canteen sale) in that
 same transaction. A repeated ``req_id`` from the same device returns the first reply and
 changes nothing. The reply is the protocol's `TapDecision` (``down/tap``).
