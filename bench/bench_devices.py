@@ -7,6 +7,8 @@ this process on one network thread; Mosquitto is a third process.
 
   (a) online tap round trip at a sustained rate: present() on a terminal -> decision callback
   (b) record ingest with exactly-once: every terminal holds N offline records, then connects
+      (the reconnect storm: hello, time sync and state of every terminal come first)
+  (b2) burst ingest: every connected terminal uploads a backlog at once (the pipeline's rate)
   (c) revocation time-to-effect: report_loss -> each online terminal's blacklist holds the card
   (d) raw broker publish/subscribe QoS 1 round trip on the same broker (the physical limit)
 
@@ -81,7 +83,7 @@ def wait(cond: Callable[[], bool], bound: float, what: str, step: float = 0.1) -
 # -- the bridge process ----------------------------------------------------------------------
 
 
-def bridge_main(url: str, port: int, ready: Any, stop: Any, profile: str) -> None:
+def bridge_main(url: str, port: int, ready: Any, stop: Any, workers: int | None) -> None:
     """Run one bridge (child process) until ``stop`` is set."""
     from onecard.platform.db.engine import make_engine, make_session_factory
     from onecard.platform.devices.bridge import Bridge, Connection
@@ -90,7 +92,7 @@ def bridge_main(url: str, port: int, ready: Any, stop: Any, profile: str) -> Non
 
     sf = make_session_factory(make_engine(url))
     conn = Connection("127.0.0.1", port, PLATFORM_USER, PLATFORM_PW, client_id="bench-bridge")
-    bridge = Bridge(sf, conn, box=SecretBox(SECRET))
+    bridge = Bridge(sf, conn, box=SecretBox(SECRET), workers=workers)
     bridge.start()
     if not bridge.subscribed.wait(60):
         raise SystemExit("bridge did not subscribe")
@@ -100,10 +102,10 @@ def bridge_main(url: str, port: int, ready: Any, stop: Any, profile: str) -> Non
 
 
 @contextlib.contextmanager
-def bridge_process(url: str, port: int, profile: str = "") -> Iterator[int]:
+def bridge_process(url: str, port: int, workers: int | None = None) -> Iterator[int]:
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=bridge_main, args=(url, port, ready, stop, profile), daemon=True)
+    proc = ctx.Process(target=bridge_main, args=(url, port, ready, stop, workers), daemon=True)
     proc.start()
     try:
         if not ready.wait(90):
@@ -250,6 +252,55 @@ def broker_rtt(port: int, n: int = 2000) -> dict[str, float]:
     return {"p50": pct(samples, 50), "p99": pct(samples, 99), "n": len(samples)}
 
 
+# -- (b2) burst ingest while online ------------------------------------------------------------
+
+
+def burst_ingest(f: Any, sf: Any, tid: int, per_device: int, name: str) -> dict[str, Any]:
+    """Give every terminal ``per_device`` stored records, then let all upload at once.
+
+    The records go into each agent's store directly (as if written while its uplink was
+    congested); ``resend_all`` (the ``resend_records`` command's action) then uploads every
+    unacknowledged record in batches of 100 with 4 in flight per terminal."""
+    from onecard.device_agents.protocol.codes import CredentialKind, ReasonCode
+    from onecard.device_agents.protocol.messages import Credential
+
+    base = record_counts(sf, tid)[0]
+
+    def fill() -> int:
+        now_ms = int(time.time() * 1000)
+        for k, term in enumerate(f.terminals):
+            for j in range(per_device):
+                term.agent.store.append_record(
+                    {
+                        "event": "door_open",
+                        "device_time": now_ms + j,
+                        "credential": Credential(
+                            kind=CredentialKind.UID, value=uid_of((k + j) % CARDS)
+                        ),
+                        "allow": True,
+                        "reason": ReasonCode.OK,
+                    }
+                )
+        return per_device * len(f.terminals)
+
+    t = time.monotonic()
+    added = int(f.loop.call(fill, timeout=600))
+    print(
+        f"[{name}] burst: {added} records stored on the terminals in {time.monotonic() - t:.1f} s"
+    )
+    start = time.monotonic()
+    f.loop.call(lambda: [term.agent.resend_all() for term in f.terminals])
+    wait(lambda: record_counts(sf, tid)[0] >= base + added, 900, "burst ingest", 0.1)
+    took = time.monotonic() - start
+    total, distinct = record_counts(sf, tid)
+    return {
+        "records": added,
+        "seconds": took,
+        "rate": added / took,
+        "stored_twice": total - distinct,
+    }
+
+
 # -- the runs --------------------------------------------------------------------------------
 
 
@@ -281,7 +332,7 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
     try:
         out["broker"] = broker_rtt(port)
         print(f"[{name}] broker rtt {out['broker']}", flush=True)
-        with bridge_process(url, port):
+        with bridge_process(url, port, args.workers):
             fleet = Fleet(
                 FleetSettings(
                     devices=args.devices,
@@ -325,6 +376,11 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
             }
             print(f"[{name}] ingest {out['ingest']}", flush=True)
             time.sleep(3)  # let hellos, time syncs, heartbeats settle
+
+            # (b2) burst: every online terminal holds a backlog and uploads it at once (no
+            # reconnect storm in front): the ingest pipeline's own rate.
+            out["burst"] = burst_ingest(f, sf, tid, args.burst, name)
+            print(f"[{name}] burst {out['burst']}", flush=True)
 
             # (a) online tap round trip at a sustained rate.
             lat: list[float] = []
@@ -460,6 +516,9 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ("(b) ingest rate, connect->all stored /s", "ingest.rate_wall", ".0f", ">= 20000"),
         ("(b) ingest rate, first->last stored /s", "ingest.rate_span", ".0f", ">= 20000"),
         ("(b) duplicate records sent / stored twice", "ingest.dup_sent", "d", ""),
+        ("(b2) burst records (all online, 100/batch)", "burst.records", "d", ""),
+        ("(b2) burst ingest rate /s", "burst.rate", ".0f", ">= 20000"),
+        ("(b2) burst records stored twice", "burst.stored_twice", "d", "0"),
         ("(c) revocation p50 s", "revocation.p50", ".2f", ""),
         ("(c) revocation p95 s", "revocation.p95", ".2f", "<= 2"),
         ("(c) revocation max s", "revocation.max", ".2f", ""),
@@ -494,8 +553,12 @@ def main() -> int:
     p.add_argument("--tap-seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--records", type=int, default=30, help="offline records per device")
+    p.add_argument("--burst", type=int, default=100, help="burst records per online device")
     p.add_argument("--revocations", type=int, default=3)
     p.add_argument("--backends", default="sqlite,postgres")
+    p.add_argument(
+        "--workers", type=int, default=None, help="bridge workers (default: the bridge's own)"
+    )
     args = p.parse_args()
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)

@@ -423,3 +423,13 @@ def test_settings_repr_hides_the_database_password() -> None:
 @pytest.mark.usefixtures("no_config_file")
 def test_redacted_leaves_an_empty_secret_empty() -> None:
     assert load_settings(environ={}).redacted()["security"]["secret_key"] == ""
+
+
+def test_module_commands_are_mounted_under_the_module_key() -> None:
+    result = CliRunner().invoke(main, ["canteen", "--help"])
+    assert result.exit_code == 0, result.output
+    for command in ("reprocess", "pos-key", "statement"):
+        assert command in result.output
+    missing = CliRunner().invoke(main, ["canteen", "reprocess"])
+    assert missing.exit_code == 2
+    assert "--tenant" in missing.output

@@ -397,4 +397,29 @@ def _mount_groups() -> None:
         main.add_command(group)
 
 
+def _mount_module_commands() -> None:
+    """Attach each installed module's ``onecard_cli_commands`` as ``onecard <module> ...``.
+
+    A module that fails to load costs only its own commands (with a warning on stderr): the
+    platform's commands, ``db upgrade`` among them, must keep working to repair things."""
+    from onecard.platform.errors import OneCardError
+    from onecard.platform.registry import Registry
+
+    try:
+        registry = Registry.load()
+    except (OneCardError, ImportError) as exc:
+        click.echo(f"onecard: module commands unavailable: {exc}", err=True)
+        return
+    for impl in registry.pm.hook.onecard_cli_commands.get_hookimpls():
+        made: Any = impl.function()
+        commands = [c for c in made or () if isinstance(c, click.Command)]
+        if not commands or impl.plugin_name in main.commands:
+            continue
+        group = click.Group(impl.plugin_name, help=f"Commands of the {impl.plugin_name} module.")
+        for command in commands:
+            group.add_command(command)
+        main.add_command(group)
+
+
 _mount_groups()
+_mount_module_commands()

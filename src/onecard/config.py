@@ -56,6 +56,10 @@ class WebSettings:
     port: int = 8000
     token_ttl_minutes: int = 720
     trust_proxy: bool = False
+    # Socket.IO message queue ("redis://host:6379/0") shared by several web processes; empty:
+    # one process, events stay in it (docs/operations.md, "Several web processes"). Masked
+    # like a secret: the URL may carry the Redis password.
+    message_queue: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,20 @@
 """Soak: 500 simulated terminals against the real bridge, a private Mosquitto and the test
 database, under outages, skewed clocks, duplicated and reordered uploads and power losses.
 
+The tenant runs the canteen the way ``onecard run`` sets it up (``onecard.embedded``): the
+module enabled, a merchant, meal periods over the whole day, the POS terminals bound to the
+merchant (free amount), cards with the UIDs the fleet presents and purses topped up (every
+tenth one too little for many meals); the bridge loads the module registry, so an online POS
+tap is decided by the canteen's hooks and a sale posts to the ledger. Doors have no module:
+their taps are denied ``NO_HANDLER``.
+
 After the drain: nothing lost (platform records == records the fleet created, per device and in
-total), nothing stored twice, no open gap on the platform, and the tenant's ledger verifies.
-Runs on SQLite and on PostgreSQL (``ONECARD_TEST_DATABASE_URL``). Timeouts are failure bounds
-only; the figures are printed (``pytest -s`` shows them).
+total), nothing stored twice, no open gap on the platform; every allowed online POS tap has
+exactly one online canteen sale and one ledger entry (and a denied one neither), the merchant's
+lines equal the sales, and the tenant's ledger verifies (every entry balances, cached balances
+equal the journal, trial balance zero, no purse below zero) over a non-trivial number of
+entries. Runs on SQLite and on PostgreSQL (``ONECARD_TEST_DATABASE_URL``). Timeouts are failure
+bounds only; the figures are printed (``pytest -s`` shows them).
 """
 
 from __future__ import annotations
@@ -12,7 +22,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -23,16 +35,29 @@ from sqlalchemy.orm import Session, sessionmaker
 from onecard.device_agents.protocol.codes import DeviceKind
 from onecard.device_agents.runtime.mqtt import BrokerAddress
 from onecard.device_agents.sim.fleet import Fleet, FleetSettings
+from onecard.embedded import MEALS
+from onecard.modules.canteen import rules
+from onecard.modules.canteen import setup as canteen
+from onecard.modules.canteen.models import Merchant, Sale
+from onecard.modules.canteen.services import KEY as CANTEEN
+from onecard.modules.canteen.services import MEAL_CODE
 from onecard.platform.actors import Actor
+from onecard.platform.cards.lifecycle import NewCard, issue_card
 from onecard.platform.db.tenancy import tenant_scope
 from onecard.platform.devices import ingest
 from onecard.platform.devices.bridge import Bridge, Connection
-from onecard.platform.devices.broker import PLATFORM_USER, EmbeddedBroker, Listener
-from onecard.platform.devices.models import Device, DeviceRecord
-from onecard.platform.devices.services import NewDevice, add_device, all_credentials
-from onecard.platform.ledger.reconcile import verify
+from onecard.platform.devices.broker import PLATFORM_USER, EmbeddedBroker
+from onecard.platform.devices.models import Device, DeviceRecord, DeviceTap
+from onecard.platform.devices.services import NewDevice, add_device
+from onecard.platform.ledger import operations as ops
+from onecard.platform.ledger.models import Account, Entry, Line
+from onecard.platform.ledger.reconcile import LedgerReport, verify
+from onecard.platform.people.schemas import PersonCreate
+from onecard.platform.people.services import create_person
+from onecard.platform.registry import Registry
 from onecard.platform.secrets import SecretBox
-from onecard.platform.tenants.models import Tenant
+from onecard.platform.tenants.models import Site, Tenant
+from onecard.platform.tenants.services import create_site, set_module_enabled
 
 pytestmark = pytest.mark.slow
 
@@ -48,58 +73,76 @@ CONNECT_BOUND = 180.0
 DRAIN_BOUND = 300.0
 PLATFORM_PW = "soak-platform-password"
 SECRET = "soak-secret-key-0123456789abcdef"
-SYS = Actor.system("soak")
+CARDS = 300  # the fleet presents UIDs 10000000.. of this many cards, all issued
+TOP_UP_FEN = 200_000  # far more than a card spends in the soak
+LOW_TOP_UP_FEN = 1_000  # every LOW_EVERY-th card: a meal or two, then INSUFFICIENT_FUNDS
+LOW_EVERY = 10
+MIN_SALES = 50  # fewer online sales than this and the ledger check means little
+TAP_KEY = "canteen:tap:"  # idempotency key prefix of the canteen's online tap postings
+
+
+@dataclass(frozen=True)
+class World:
+    """The soak tenant: its merchant's account and the fleet's credentials."""
+
+    tenant_id: int
+    merchant_account_id: int
+    credentials: dict[str, tuple[str, str, DeviceKind | None]]
+
+
+def _canteen_world(sf: sessionmaker[Session], tenant: Tenant, now: datetime) -> World:
+    """Canteen enabled and set up as ``onecard run`` does, the terminals and the cards."""
+    with sf() as s, tenant_scope(tenant.id):
+        actor = Actor.system("soak", tenant_id=tenant.id)
+        set_module_enabled(s, CANTEEN, True, actor=actor, now=now)
+        site = create_site(s, "soak", "Soak campus", "Asia/Shanghai", actor=actor, now=now)
+        merchant = canteen.create_merchant(s, "soak-1", "Soak canteen", site, actor=actor, now=now)
+        periods = [rules.MealPeriod(k, a, b) for k, a, b in MEALS]  # the whole day
+        canteen.set_meal_periods(s, site, periods, actor=actor, now=now)
+        canteen.set_rule(s, "student", rules.HolderRule(), actor=actor, now=now)  # no limits
+        creds = _register(s, merchant, site, actor, now)
+        _issue_cards(s, actor, now)
+        s.commit()
+        return World(tenant.id, merchant.account_id, creds)
 
 
 def _register(
-    sf: sessionmaker[Session], tenant: Tenant, now: datetime
+    s: Session, merchant: Merchant, site: Site, actor: Actor, now: datetime
 ) -> dict[str, tuple[str, str, DeviceKind | None]]:
+    """DEVICES terminals: POS bound to the merchant (module canteen), doors without a module."""
     prefix = f"soak-{uuid.uuid4().hex[:8]}"
     creds: dict[str, tuple[str, str, DeviceKind | None]] = {}
-    with sf() as s, tenant_scope(tenant.id):
-        for i in range(DEVICES):
-            kind = KINDS[i % len(KINDS)]
-            device_id = f"{prefix}-{kind.value}-{i:04d}"
-            _dev, password = add_device(
-                s, NewDevice(device_id, kind.value, name=f"soak {i}"), actor=SYS, now=now
-            )
-            creds[device_id] = (device_id, password, kind)
-        s.commit()
+    for i in range(DEVICES):
+        kind = KINDS[i % len(KINDS)]
+        device_id = f"{prefix}-{kind.value}-{i:04d}"
+        pos = kind is DeviceKind.POS
+        spec = NewDevice(
+            device_id,
+            kind.value,
+            module=CANTEEN if pos else None,
+            site_id=site.id if pos else None,
+            name=f"soak {i}",
+        )
+        device, password = add_device(s, spec, actor=actor, now=now)
+        if pos:
+            canteen.add_pos(s, merchant, device, mode=rules.Mode.FREE, actor=actor, now=now)
+        creds[device_id] = (device_id, password, kind)
     return creds
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def soak_broker(
-    tmp_path: Path, session_factory: sessionmaker[Session]
-) -> Iterator[Callable[[], EmbeddedBroker]]:
-    """A private Mosquitto with the platform's generated config (password file + ACL)."""
-    started: list[EmbeddedBroker] = []
-
-    def _start() -> EmbeddedBroker:
-        with session_factory() as s:
-            devices = all_credentials(s)
-        broker = EmbeddedBroker(
-            tmp_path / "mqtt",
-            Listener(_free_port(), "127.0.0.1"),
-            platform_password=PLATFORM_PW,
-            devices=devices,
+def _issue_cards(s: Session, actor: Actor, now: datetime) -> None:
+    """CARDS students with the UIDs the fleet presents, purses topped up in cash."""
+    for n in range(CARDS):
+        person = create_person(
+            s,
+            PersonCreate(person_no=f"S{n:05d}", name=f"Soak {n}", identity_class="student"),
+            actor=actor,
+            now=now,
         )
-        broker.start()
-        started.append(broker)
-        assert broker.kind == "mosquitto", "the soak needs mosquitto (apt-get install mosquitto)"
-        return broker
-
-    yield _start
-    for b in started:
-        b.stop()
+        card = NewCard(card_no=f"9{n:07d}", uid=f"{0x10000000 + n:08X}")
+        issue_card(s, person, card, actor=actor, now=now)
+        amount = LOW_TOP_UP_FEN if n % LOW_EVERY == 0 else TOP_UP_FEN
+        ops.top_up(s, person.id, amount, channel="cash", actor=actor, now=now)
 
 
 def _wait(cond: Callable[[], bool], bound: float, what: str) -> float:
@@ -135,18 +178,102 @@ def _platform_counts(sf: sessionmaker[Session], tenant_id: int) -> tuple[dict[st
     return {k: int(v) for k, v in per.items()}, int(total), int(distinct)
 
 
+@dataclass(frozen=True)
+class Books:
+    """What the platform holds after the soak: the ledger report and the canteen's taps."""
+
+    ledger: LedgerReport
+    sales: int
+    pos_denied: Counter[str]
+    door_reasons: Counter[str]
+    problems: tuple[str, ...]
+
+
+def _books(sf: sessionmaker[Session], world: World) -> Books:
+    """Verify the ledger and match every canteen POS tap with its sale and entry."""
+    with sf() as s, tenant_scope(world.tenant_id):
+        taps = _taps_by_module(s)
+        pos = taps.get(CANTEEN, [])
+        problems = _tap_sale_problems(s, pos) + _merchant_problems(s, world.merchant_account_id)
+        return Books(
+            ledger=verify(s),
+            sales=sum(1 for _d, t in pos if t.allow),
+            pos_denied=Counter(t.reason for _d, t in pos if not t.allow),
+            door_reasons=Counter(t.reason for _d, t in taps.get(None, [])),
+            problems=tuple(problems),
+        )
+
+
+def _taps_by_module(s: Session) -> dict[str | None, list[tuple[str, DeviceTap]]]:
+    """Every decided online tap with its device id, by the device's module."""
+    out: dict[str | None, list[tuple[str, DeviceTap]]] = {}
+    rows = s.execute(
+        select(Device.module, Device.device_id, DeviceTap).join(
+            DeviceTap, DeviceTap.device_pk == Device.id
+        )
+    )
+    for module, device_id, tap in rows:
+        out.setdefault(module, []).append((device_id, tap))
+    return out
+
+
+def _tap_sale_problems(s: Session, taps: list[tuple[str, DeviceTap]]) -> list[str]:
+    """An allowed tap has exactly its online sale and its entry, a denied one neither, and no
+    online sale or tap entry exists without its tap."""
+    sales = {x.key: x for x in s.scalars(select(Sale).where(Sale.source == "online"))}
+    entries = {
+        e.idempotency_key: e
+        for e in s.scalars(select(Entry).where(Entry.idempotency_key.startswith(TAP_KEY)))
+    }
+    problems: list[str] = []
+    for device_id, tap in taps:
+        sale = sales.pop(f"tap:{device_id}:{tap.req_id}", None)
+        entry = entries.pop(f"{TAP_KEY}{device_id}:{tap.req_id}", None)
+        problems += _tap_mismatch(tap, sale, entry)
+    problems += [f"online sale {key} has no tap" for key in sales]
+    problems += [f"entry {key} has no tap" for key in entries]
+    return problems
+
+
+def _tap_mismatch(tap: DeviceTap, sale: Sale | None, entry: Entry | None) -> list[str]:
+    """What is wrong with one tap's sale and entry (nothing: an empty list)."""
+    if not tap.allow:
+        posted = sale is not None or entry is not None or bool(tap.entry_ids)
+        return [f"denied tap {tap.req_id} ({tap.reason}) sold or posted"] if posted else []
+    if sale is None or entry is None:
+        return [f"allowed tap {tap.req_id}: sale {sale is not None}, entry {entry is not None}"]
+    if list(tap.entry_ids) != [entry.id] or sale.entry_id != entry.id or entry.code != MEAL_CODE:
+        return [f"allowed tap {tap.req_id}: entries {tap.entry_ids}, sale's {sale.entry_id}"]
+    return []
+
+
+def _merchant_problems(s: Session, merchant_account_id: int) -> list[str]:
+    """The merchant's lines in the tap entries add up to the online sales' amounts."""
+    account = s.get(Account, merchant_account_id)
+    assert account is not None
+    lines = s.scalar(
+        select(func.coalesce(func.sum(Line.amount_fen), 0))
+        .join(Entry, Entry.id == Line.entry_id)
+        .where(Line.account_id == account.id, Entry.idempotency_key.startswith(TAP_KEY))
+    )
+    sold = s.scalar(
+        select(func.coalesce(func.sum(Sale.amount_fen), 0)).where(Sale.source == "online")
+    )
+    owed = int(lines or 0) * account.sign
+    return [] if owed == int(sold or 0) else [f"merchant owed {owed}, online sales {sold}"]
+
+
 def test_500_terminals_with_faults_lose_nothing_and_store_nothing_twice(
     session_factory: sessionmaker[Session],
     make_tenant: Callable[..., Tenant],
     now: datetime,
     tmp_path: Path,
-    soak_broker: Callable[[], EmbeddedBroker],
+    soak_broker: Callable[[str], EmbeddedBroker],
     engine: object,
 ) -> None:
     dialect = getattr(getattr(engine, "dialect", None), "name", "?")
-    tenant = make_tenant()
-    creds = _register(session_factory, tenant, now)
-    broker = soak_broker()
+    world = _canteen_world(session_factory, make_tenant(), now)
+    broker = soak_broker(PLATFORM_PW)
     port = broker.listener.port
     bridge = Bridge(
         session_factory,
@@ -159,6 +286,7 @@ def test_500_terminals_with_faults_lose_nothing_and_store_nothing_twice(
             share_group=f"soak{uuid.uuid4().hex[:8]}",
         ),
         box=SecretBox(SECRET),
+        registry=Registry.load(),  # the installed modules: canteen decides the POS taps
         outbox_interval=0.5,
     )
     bridge.start()
@@ -173,7 +301,8 @@ def test_500_terminals_with_faults_lose_nothing_and_store_nothing_twice(
                 broker=BrokerAddress("127.0.0.1", port),
                 folder=tmp_path / "fleet",
                 faults=FAULTS,
-                credentials=creds,
+                credentials=world.credentials,
+                cards=CARDS,
                 tap_rate=0.2,
                 fault_rate=0.004,
                 seed=7,
@@ -222,12 +351,13 @@ def test_500_terminals_with_faults_lose_nothing_and_store_nothing_twice(
         bridge.stop()
     elapsed = time.monotonic() - t0
 
-    per_device, total, distinct = _platform_counts(session_factory, tenant.id)
-    with session_factory() as s, tenant_scope(tenant.id):
+    per_device, total, distinct = _platform_counts(session_factory, world.tenant_id)
+    with session_factory() as s, tenant_scope(world.tenant_id):
         open_gaps = {
             d.device_id: gaps for d in s.scalars(select(Device)) if (gaps := ingest.gaps(s, d.id))
         }
-        ledger = verify(s)
+    books = _books(session_factory, world)
+    bridge_errors = {k: n for k, n in bridge.counts.items() if k[1] == "error"}
 
     expected = sum(created.values())
     print(
@@ -238,7 +368,9 @@ def test_500_terminals_with_faults_lose_nothing_and_store_nothing_twice(
         f"{totals['taps_offline']} offline decisions; connect {connect_s:.1f} s, "
         f"drain {drain_s:.1f} s, total {elapsed:.1f} s, "
         f"{(total + totals['taps_online']) / elapsed:.0f} stored records+taps/s overall; "
-        f"ledger entries {ledger.entries}, bridge counts {dict(bridge.counts)}"
+        f"{books.sales} online canteen sales, POS denials {dict(books.pos_denied)}, "
+        f"door taps {dict(books.door_reasons)}; ledger {books.ledger.entries} entries, "
+        f"{books.ledger.lines} lines; bridge counts {dict(bridge.counts)}"
     )
     assert expected > 1000, "the soak produced too few records to mean anything"
     assert totals["unsent"] == 0
@@ -248,4 +380,10 @@ def test_500_terminals_with_faults_lose_nothing_and_store_nothing_twice(
     wrong = {d: (per_device.get(d, 0), n) for d, n in created.items() if per_device.get(d, 0) != n}
     assert not wrong, f"per-device mismatch (platform, fleet): {dict(list(wrong.items())[:10])}"
     assert not open_gaps, f"open gaps: {dict(list(open_gaps.items())[:5])}"
-    assert ledger.ok, ledger.problems
+    assert not bridge_errors, f"the bridge failed on messages: {bridge_errors}"
+    assert books.sales >= MIN_SALES, f"only {books.sales} online sales: the ledger check is thin"
+    assert not books.problems, books.problems[:10]
+    assert set(books.pos_denied) <= {"INSUFFICIENT_FUNDS"}, books.pos_denied
+    assert set(books.door_reasons) == {"NO_HANDLER"}, books.door_reasons
+    assert books.ledger.entries >= CARDS + books.sales  # the top-ups and the online sales
+    assert books.ledger.ok, books.ledger.problems[:10]

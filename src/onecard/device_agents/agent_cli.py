@@ -15,11 +15,14 @@ from pathlib import Path
 
 import click
 
+from onecard.device_agents.personalities.pos_records import PosKey, PosKeyError
 from onecard.device_agents.protocol.bundles import public_key_from_hex
 from onecard.device_agents.protocol.codes import DeviceKind, ProtocolError
 from onecard.device_agents.runtime.agent import AgentSettings, Handlers
 from onecard.device_agents.runtime.host import AgentHost
 from onecard.device_agents.runtime.mqtt import BrokerAddress
+from onecard.device_agents.runtime.personality import load_personality
+from onecard.device_agents.runtime.pos_terminal import PosTerminal, read_pos_key
 from onecard.device_agents.sim.fleet import FAULTS, Fleet, FleetSettings, load_credentials
 
 KINDS = [k.value for k in DeviceKind]
@@ -57,6 +60,18 @@ def _make_driver(name: str, amount: int | None):  # type: ignore[no-untyped-def]
 @click.option("--driver", type=click.Choice(["sim", "wedge", "pcsc"]), default="wedge")
 @click.option("--config-public-key", default=None, help="tenant Ed25519 public key, hex")
 @click.option("--amount", type=int, default=None, help="fen charged per tap (pcsc driver)")
+@click.option(
+    "--pos-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="POS: the key document `onecard canteen pos-key` printed (kept in the store)",
+)
+@click.option(
+    "--transport-key",
+    default=None,
+    envvar="ONECARD_TRANSPORT_KEY",
+    help="POS: hex of the transport key that unwraps --pos-key",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def agent_command(
     device: str,
@@ -69,16 +84,19 @@ def agent_command(
     driver: str,
     config_public_key: str | None,
     amount: int | None,
+    pos_key: Path | None,
+    transport_key: str | None,
     verbose: bool,
 ) -> None:
-    """Run one terminal: read credentials from DRIVER, decide through the platform (or offline),
-    upload records, apply lists and signed configuration."""
+    """Run one terminal: read credentials from DRIVER, decide through the platform (or offline,
+    with its kind's personality), upload records, apply lists and signed configuration."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
     host_name, port = _broker(broker)
     try:
         key = public_key_from_hex(config_public_key) if config_public_key else None
     except ProtocolError as err:
         raise click.BadParameter(str(err), param_hint="--config-public-key") from err
+    mac_key = _pos_key(DeviceKind(kind), pos_key, transport_key)
     reader = _make_driver(driver, amount)
     host = AgentHost.open(
         AgentSettings(device_id=device, kind=DeviceKind(kind)),
@@ -87,18 +105,43 @@ def agent_command(
         public_key=key,
         handlers=Handlers(open_door=reader.open_relay, reader_state=reader.state),
         rng=random.Random(secrets.randbits(64)),
-    ).start()
+        personality=load_personality,
+    )
+    if mac_key is not None and isinstance(host.agent.personality, PosTerminal):
+        host.agent.personality.install_key(mac_key)
+        click.echo(
+            f"POS MAC key v{mac_key.version} installed (KCV {mac_key.kcv().hex()})", err=True
+        )
+    host.start()
     click.echo(f"agent {device} ({kind}) → {broker}; store {store}", err=True)
     try:
         while not getattr(reader, "at_end", False):
             presented = reader.read(0.5)
             if presented is not None:
-                reader.show(host.tap(presented))
+                decision = host.tap(presented)
+                reader.show(decision)
+                if decision.beep:
+                    reader.beep(decision.beep)
     except KeyboardInterrupt:
         pass
     finally:
         host.stop()
         reader.close()
+
+
+def _pos_key(kind: DeviceKind, path: Path | None, transport_hex: str | None) -> PosKey | None:
+    """The POS key of ``--pos-key``, unwrapped with ``--transport-key`` (a POS only)."""
+    if path is None:
+        return None
+    if kind is not DeviceKind.POS:
+        raise click.BadParameter("only a POS (--kind pos) has a MAC key", param_hint="--pos-key")
+    if not transport_hex:
+        hint = "needs --transport-key (or ONECARD_TRANSPORT_KEY)"
+        raise click.BadParameter(hint, param_hint="--pos-key")
+    try:
+        return read_pos_key(path, transport_hex)
+    except PosKeyError as err:
+        raise click.BadParameter(str(err), param_hint="--pos-key") from None
 
 
 @click.command("sim")

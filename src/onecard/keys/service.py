@@ -12,6 +12,7 @@ under an older version keep working after a rotation for as long as that version
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
@@ -29,6 +30,7 @@ from onecard.keys.hsm import (
     usage_of,
 )
 from onecard.keys.layout import CardApplication, CardLayoutPlan
+from onecard.keys.terminals import MacCheck
 
 AuditFn = Callable[[str, int, dict[str, Any]], None]
 PlanLookup = Callable[[int], CardLayoutPlan | None]
@@ -179,6 +181,30 @@ class KeyService:
         mac = self._hsm.derive_and_mac(ref, factors, data, iv)
         self._emit("keys.sm_mac", ref, module, length=len(data))
         return mac
+
+    def verify_macs(
+        self,
+        *,
+        module: str,
+        tenant_id: int,
+        application: str,
+        key_name: str,
+        key_version: int,
+        checks: Sequence[MacCheck],
+    ) -> list[bool]:
+        """Verdicts for secure-messaging MACs (e.g. terminal record MACs) under the key
+        diversified by each check's factors; compared here, so no MAC leaves (one audit event
+        per batch)."""
+        self._authorize(module, tenant_id, application, key_name, "verify_macs")
+        ref = KeyRef(tenant_id, application, key_name, key_version)
+        verdicts = [
+            hmac.compare_digest(self._hsm.derive_and_mac(ref, c.factors, c.data), c.mac)
+            for c in checks
+        ]
+        self._emit(
+            "keys.macs_verified", ref, module, count=len(checks), failed=verdicts.count(False)
+        )
+        return verdicts
 
     def m1_sector_key(
         self,

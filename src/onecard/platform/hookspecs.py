@@ -43,7 +43,9 @@ def onecard_blueprints() -> Iterable[Any]:
 
 @hookspec
 def onecard_socketio_namespaces() -> Iterable[Any]:
-    """Startup, collect: Socket.IO namespaces of live console panels."""
+    """Startup, collect: ``flask_socketio.Namespace`` objects (mounted) and alarm sources
+    (``onecard.web.alarms.AlarmSource``) whose alarms ``/live`` pushes to tenants with the
+    module on."""
 
 
 @hookspec
@@ -87,6 +89,21 @@ def onecard_tap_recorded(tap: Any, decision: Any, session: Any) -> None:
 @hookspec
 def onecard_tap_completed(tap: Any, outcome: Any) -> None:
     """Tenant, notify: after a tap's transaction committed (statistics, live feed)."""
+
+
+@hookspec
+def onecard_records_stored(device: Any, records: Any, session: Any, now: Any) -> None:
+    """Tenant, notify: offline records a device uploaded were stored for the first time.
+
+    Called inside the ingest transaction, once per batch, with only the records that batch
+    stored new (a replayed or duplicated record is never passed twice): ``device`` is the
+    sender's :class:`~onecard.platform.devices.services.DeviceRef`, ``records`` a sequence of
+    :class:`~onecard.platform.devices.ingest.StoredRecord`. A module posts what the records say
+    (an offline sale) through ``session``. It runs in a savepoint: raising rolls back only the
+    module's writes, the records stay stored and acknowledged, and the failure is logged and
+    counted, so the module's own processing must be idempotent per ``(device, epoch, seq)``
+    and able to re-run records it has not processed.
+    """
 
 
 @hookspec

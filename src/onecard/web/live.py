@@ -1,48 +1,53 @@
-"""The live monitor's Socket.IO side: namespace ``/live``, one room per tenant, poll-and-push.
+"""The live monitor's Socket.IO side: namespace ``/live``, tenant rooms, poll-and-push.
 
 Server: Flask-SocketIO in ``threading`` mode with simple-websocket (no eventlet/gevent); the
 console page connects with the vendored socket.io-client. Who may connect: a browser with a
 valid console login (the same session cookie and checks as the pages) whose operator holds
-``devices.view``; the socket joins the room of that tenant only (``t<tenant id>``), so a tenant
-never receives another tenant's events. The engine.io default same-origin check refuses
-cross-site connects (no cross-site WebSocket hijacking with the session cookie).
+``devices.view``; the socket joins the rooms of that tenant only, so a tenant never receives
+another tenant's events. The engine.io default same-origin check refuses cross-site connects
+(no cross-site WebSocket hijacking with the session cookie).
 
 Where events come from: the platform side (bridge, tap decisions) does not emit. A background
 task in the web process polls, for each tenant that has a connected operator, every
-``INTERVAL`` seconds:
-
-* ``device_taps`` with ``id`` above a watermark (``ORDER BY id LIMIT BATCH``, primary-key range
-  scan). Ids are taken when a row is inserted but become visible at commit, so a lower id may
-  commit after a higher one: the query starts ``LOOKBACK`` ids below the watermark and skips the
-  ids already pushed, which catches those late commits at the cost of a slightly wider scan.
-* devices whose ``state_changed_at`` moved since the last poll (online/offline alarms);
-* every ``HEALTH_EVERY`` polls, :func:`health.assess` of the devices heard from since the last
-  assessment (at most ``HEALTH_BATCH``): alert codes not seen before for that device are pushed.
+``INTERVAL`` seconds: ``device_taps`` above an :class:`~onecard.web.alarms.IdWatermark`
+(primary-key range scan), and every alarm source (:mod:`onecard.web.alarms`): the core's device
+state and health, and those modules register through ``onecard_socketio_namespaces``.
 
 Events: ``tap`` ``{id, at, device, kind, card, allow, reason, amount}`` (card number masked to
-its last four characters) and ``alarm`` ``{at, device, code, severity, message}``.
+its last four characters) and ``alarm`` (:meth:`~onecard.web.alarms.Alarm.event`).
 
-One web process is assumed (Socket.IO state is per process). With several processes each polls
-for its own clients; a Redis message queue (``SocketIO(message_queue=...)``) and an emitter in
-the bridge are the next step and not needed now.
+Several web processes: with ``[web] message_queue = "redis://..."`` every emit goes through
+Redis, so an event emitted by any process (to :func:`room`) reaches the tenant's consoles on
+all of them. Each process still polls for its own sockets only, and emits what it polled to its
+own room of the tenant (:meth:`Poller.local_room`): the queue delivers that to this process's
+sockets alone, so no console sees an event twice. The queue's channel is named after the
+deployment's secret key (:func:`channel_of`): deployments that share a Redis stay apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from flask import Flask, request, session
-from flask_socketio import SocketIO, join_room
-from sqlalchemy import func, or_, select
+from flask_socketio import Namespace, SocketIO, join_room
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from onecard.config import Settings
 from onecard.platform.clock import utcnow
 from onecard.platform.db.tenancy import tenant_scope
-from onecard.platform.devices import health
 from onecard.platform.devices.models import Device, DeviceTap
+from onecard.platform.errors import PluginError
+from onecard.platform.registry import Registry
+from onecard.platform.tenants.services import enabled_module_keys
+from onecard.web.alarms import CORE_SOURCES, Alarm, AlarmSource, IdWatermark, mask
 from onecard.web.state import state
 
 log = logging.getLogger(__name__)
@@ -50,45 +55,44 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/live"
 PERMISSION = "devices.view"
 INTERVAL = 0.5
-BATCH = 200
-LOOKBACK = 64
-HEALTH_EVERY = 20
-HEALTH_BATCH = 50
 
 
 def room(tenant_id: int) -> str:
-    """The room of a tenant's live events."""
+    """The room of every console of a tenant, on every web process."""
     return f"t{tenant_id}"
 
 
-def mask(card_no: str | None) -> str:
-    """A card number reduced to its last four characters."""
-    return "•••• " + card_no[-4:] if card_no else ""
+def channel_of(settings: Settings) -> str:
+    """The message queue channel of this deployment: its processes share the secret key."""
+    digest = hashlib.sha256(b"onecard live channel\0" + settings.security.secret_key.encode())
+    return f"onecard-live-{digest.hexdigest()[:16]}"
 
 
 @dataclass
-class _Mark:
-    """Where the poller is for one tenant."""
+class _Watch:
+    """Where the poller is for one tenant: its taps, and each alarm source's cursor."""
 
-    tap_id: int
-    pushed: set[int] = field(default_factory=set)
-    since: datetime = field(default_factory=utcnow)
-    online: dict[int, bool] = field(default_factory=dict)
-    alerts: dict[int, frozenset[str]] = field(default_factory=dict)
-    assessed: datetime = field(default_factory=utcnow)
+    taps: IdWatermark
+    cursors: dict[int, Any] = field(default_factory=dict)  # index in Poller.sources -> cursor
 
 
 class Poller:
-    """Reads new taps and device changes of subscribed tenants and emits them to their rooms."""
+    """Reads the new taps and alarms of subscribed tenants and emits them to their rooms."""
 
-    def __init__(self, app: Flask, sio: SocketIO) -> None:
-        self.app, self.sio = app, sio
+    def __init__(
+        self, app: Flask, sio: SocketIO, sources: Sequence[AlarmSource] = CORE_SOURCES
+    ) -> None:
+        self.app, self.sio, self.sources = app, sio, tuple(sources)
+        self.process = uuid.uuid4().hex[:12]
         self.clients: dict[str, int] = {}  # socket id -> tenant id
-        self.marks: dict[int, _Mark] = {}
+        self.marks: dict[int, _Watch] = {}
         self.lock = threading.Lock()
         self.started = False
         self.stopped = threading.Event()
-        self.ticks = 0
+
+    def local_room(self, tenant_id: int) -> str:
+        """The room of a tenant's consoles connected to this process (what it polls for)."""
+        return f"{room(tenant_id)}.{self.process}"
 
     def subscribe(self, sid: str, tenant_id: int) -> None:
         """A socket of ``tenant_id`` joined; start the task on first use."""
@@ -107,11 +111,15 @@ class Poller:
             if tenant_id is not None and tenant_id not in self.clients.values():
                 self.marks.pop(tenant_id, None)
 
-    def _baseline(self, tenant_id: int) -> _Mark:
+    def _baseline(self, tenant_id: int) -> _Watch:
+        now = utcnow()
         with state(self.app).sessions() as s, tenant_scope(tenant_id):
-            top = s.scalar(select(func.max(DeviceTap.id))) or 0
-            online = {pk: on for pk, on in s.execute(select(Device.id, Device.online))}
-        return _Mark(tap_id=top, online=online)
+            watch = _Watch(IdWatermark(s.scalar(select(func.max(DeviceTap.id))) or 0))
+            enabled = self._enabled(s)
+            for n, source in enumerate(self.sources):
+                if source.module is None or source.module in enabled:
+                    watch.cursors[n] = source.start(s, now)
+        return watch
 
     def run(self) -> None:
         """The loop (a background task of the Socket.IO server)."""
@@ -124,21 +132,17 @@ class Poller:
 
     def tick(self) -> None:
         """One poll of every subscribed tenant."""
-        self.ticks += 1
         with self.lock:
             tenants = list(self.marks.items())
-        for tenant_id, mark in tenants:
+        for tenant_id, watch in tenants:
+            to = self.local_room(tenant_id)
             with self.app.app_context(), state(self.app).sessions() as s, tenant_scope(tenant_id):
-                for event in self._taps(s, mark):
-                    self.sio.emit("tap", event, to=room(tenant_id), namespace=NAMESPACE)
-                for event in self._states(s, mark):
-                    self.sio.emit("alarm", event, to=room(tenant_id), namespace=NAMESPACE)
-                if self.ticks % HEALTH_EVERY == 0:
-                    for event in self._health(s, mark):
-                        self.sio.emit("alarm", event, to=room(tenant_id), namespace=NAMESPACE)
+                for event in self._taps(s, watch.taps):
+                    self.sio.emit("tap", event, to=to, namespace=NAMESPACE)
+                for alarm in self._alarms(s, watch, utcnow()):
+                    self.sio.emit("alarm", alarm.event(), to=to, namespace=NAMESPACE)
 
-    def _taps(self, s: Any, mark: _Mark) -> list[dict[str, Any]]:
-        low = max(0, mark.tap_id - LOOKBACK)
+    def _taps(self, s: Session, mark: IdWatermark) -> list[dict[str, Any]]:
         rows = s.execute(
             select(
                 DeviceTap.id,
@@ -151,84 +155,58 @@ class Poller:
                 Device.kind,
             )
             .join(Device, Device.id == DeviceTap.device_pk)
-            .where(DeviceTap.id > low)
+            .where(DeviceTap.id > mark.low)
             .order_by(DeviceTap.id)
-            .limit(BATCH + LOOKBACK)
+            .limit(mark.scan)
         ).all()
-        out = []
-        for r in rows:
-            if r.id in mark.pushed or r.id <= low:
-                continue
-            mark.pushed.add(r.id)
-            mark.tap_id = max(mark.tap_id, r.id)
-            out.append(
-                {
-                    "id": r.id,
-                    "at": r.decided_at.isoformat(),
-                    "device": r.device_id,
-                    "kind": r.kind,
-                    "card": mask(r.card_no),
-                    "allow": bool(r.allow),
-                    "reason": r.reason,
-                    "amount": None if r.amount_fen is None else f"{r.amount_fen / 100:.2f}",
-                }
-            )
-        floor = mark.tap_id - LOOKBACK
-        mark.pushed = {i for i in mark.pushed if i > floor}
+        out = [_tap_event(r) for r in rows if mark.take(r.id)]
+        mark.forget_old()
         return out
 
-    def _states(self, s: Any, mark: _Mark) -> list[dict[str, Any]]:
-        since, mark.since = mark.since - timedelta(seconds=1), utcnow()
-        rows = s.execute(
-            select(Device.id, Device.device_id, Device.online, Device.state_changed_at).where(
-                Device.state_changed_at >= since
-            )
-        ).all()
-        out = []
-        for r in rows:
-            if mark.online.get(r.id) == r.online:
+    def _alarms(self, s: Session, watch: _Watch, now: datetime) -> list[Alarm]:
+        enabled = self._enabled(s)
+        alarms: list[Alarm] = []
+        for n, source in enumerate(self.sources):
+            if source.module is not None and source.module not in enabled:
+                watch.cursors.pop(n, None)  # switched off: start afresh if it comes back
                 continue
-            mark.online[r.id] = r.online
-            out.append(
-                {
-                    "at": (r.state_changed_at or utcnow()).isoformat(),
-                    "device": r.device_id,
-                    "code": "online" if r.online else "offline",
-                    "severity": "info" if r.online else "critical",
-                    "message": "device is online" if r.online else "device is offline",
-                }
-            )
-        return out
+            if n not in watch.cursors:
+                watch.cursors[n] = source.start(s, now)
+                continue
+            alarms.extend(self._poll(s, n, source, watch, now))
+        return alarms
 
-    def _health(self, s: Any, mark: _Mark) -> list[dict[str, Any]]:
-        since, now = mark.assessed, utcnow()
-        devices = list(
-            s.scalars(
-                select(Device)
-                .where(or_(Device.last_seen_at >= since, Device.state_changed_at >= since))
-                .order_by(Device.last_seen_at)
-                .limit(HEALTH_BATCH)
-            )
-        )
-        mark.assessed = now
-        out = []
-        for d in devices:
-            h = health.assess(s, d, now=now)
-            codes = frozenset(a.code for a in h.alerts if a.code != "offline")
-            new = codes - mark.alerts.get(d.id, frozenset())
-            mark.alerts[d.id] = codes
-            out.extend(
-                {
-                    "at": now.isoformat(),
-                    "device": d.device_id,
-                    "code": a.code,
-                    "severity": a.severity,
-                    "message": a.message,
-                }
-                for a in h.alerts
-                if a.code in new
-            )
-        return out
+    @staticmethod
+    def _poll(
+        s: Session, n: int, source: AlarmSource, watch: _Watch, now: datetime
+    ) -> Sequence[Alarm]:
+        # A savepoint per source: one that fails (a module's bug, a timeout) leaves the
+        # session usable for the others and keeps its cursor, so it is asked again next time.
+        try:
+            with s.begin_nested():
+                found, watch.cursors[n] = source.poll(s, watch.cursors[n], now)
+        except Exception:
+            log.exception("live alarm source %s failed", type(source).__name__)
+            return []
+        return found
+
+    def _enabled(self, s: Session) -> frozenset[str]:
+        if all(source.module is None for source in self.sources):
+            return frozenset()
+        return enabled_module_keys(s)
+
+
+def _tap_event(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "at": r.decided_at.isoformat(),
+        "device": r.device_id,
+        "kind": r.kind,
+        "card": mask(r.card_no),
+        "allow": bool(r.allow),
+        "reason": r.reason,
+        "amount": None if r.amount_fen is None else f"{r.amount_fen / 100:.2f}",
+    }
 
 
 def _operator_tenant() -> int | None:
@@ -250,6 +228,22 @@ def _operator_tenant() -> int | None:
         return tenant.id
 
 
+def module_contributions(registry: Registry) -> tuple[list[AlarmSource], list[Namespace]]:
+    """What modules return from ``onecard_socketio_namespaces``: alarm sources for ``/live``
+    and Socket.IO namespaces of their own. Anything else fails the boot."""
+    sources: list[AlarmSource] = []
+    namespaces: list[Namespace] = []
+    for batch in registry.pm.hook.onecard_socketio_namespaces():
+        for item in batch or ():
+            if isinstance(item, Namespace):
+                namespaces.append(item)
+            elif isinstance(item, AlarmSource):
+                sources.append(item)
+            else:
+                raise PluginError(f"{item!r} is neither a Socket.IO namespace nor an alarm source")
+    return sources, namespaces
+
+
 def socketio_of(app: Flask) -> SocketIO:
     """The Socket.IO server of ``app`` (``socketio_of(app).run(app, ...)`` serves both)."""
     sio: SocketIO = app.extensions["socketio"]
@@ -257,9 +251,19 @@ def socketio_of(app: Flask) -> SocketIO:
 
 
 def init_live(app: Flask) -> SocketIO:
-    """Attach a Socket.IO server (threading mode) with the ``/live`` handlers to ``app``."""
-    socketio = SocketIO(app, async_mode="threading")
-    poller = Poller(app, socketio)
+    """Attach a Socket.IO server (threading mode; through the message queue when one is
+    configured) with the ``/live`` handlers and the modules' namespaces to ``app``."""
+    st = state(app)
+    socketio = SocketIO(
+        app,
+        async_mode="threading",
+        message_queue=st.settings.web.message_queue or None,
+        channel=channel_of(st.settings),
+    )
+    sources, namespaces = module_contributions(st.registry)
+    for namespace in namespaces:
+        socketio.on_namespace(namespace)
+    poller = Poller(app, socketio, (*CORE_SOURCES, *sources))
     app.extensions["onecard.live"] = poller
 
     @socketio.on("connect", namespace=NAMESPACE)
@@ -269,6 +273,7 @@ def init_live(app: Flask) -> SocketIO:
             return False  # refused: the client sees connect_error
         sid: str = request.sid  # type: ignore[attr-defined]
         join_room(room(tenant_id))
+        join_room(poller.local_room(tenant_id))
         poller.subscribe(sid, tenant_id)
         session.modified = False
         return True

@@ -2,7 +2,11 @@
 
 from datetime import UTC, datetime, time
 
+from onecard.device_agents.personalities import pos as device_pos
+from onecard.device_agents.personalities import pos_records, pos_rules
+from onecard.device_agents.protocol.asyncapi import validate_message
 from onecard.modules.canteen import pos as terminal
+from onecard.modules.canteen import rules
 from onecard.modules.canteen.rules import Allowance, CanteenReason, HolderRule, MealPeriod, Mode
 
 LUNCH = MealPeriod("lunch", time(11, 0), time(13, 30))
@@ -53,4 +57,34 @@ def test_offline_pos_stops_at_the_daily_count_and_refuses_blacklisted_cards():
     assert lost[0].reason is CanteenReason.CARD_BLACKLISTED
     assert [r["seq"] for _v, r, _s in (first, second) if r] == [1, 2]
     assert first[1] is not None
-    assert len(str(first[1]["mac"])) == 32
+    assert len(bytes.fromhex(str(first[1]["extra"]["mac"]))) == 4  # type: ignore[index]
+
+
+def test_offline_records_are_valid_protocol_records_of_the_canteen_sale_event():
+    device = offline_pos()
+    _v, record, _s = device.sell("C1", NOON, HolderRule(), Allowance(5000, 2), list_fen=800)
+    _v, paid, _s = device.sell_from_card(
+        "C2", NOON, HolderRule(), pay=lambda fen: bytes(80), list_fen=900
+    )
+    batch = {"v": 1, "epoch": device.epoch, "records": [record, paid]}
+
+    validate_message("oc/v1/pos-a/up/records", batch)
+    assert [r["event"] for r in batch["records"]] == ["canteen_sale", "canteen_sale"]
+    assert (record["amount"], record["device_time"]) == (800, 1_788_235_200_000)
+    assert "mac" not in paid["extra"]
+    assert paid["clearing"] == "00" * 80
+
+
+def test_the_canteen_and_its_pos_agents_run_the_same_personality_and_rules():
+    assert terminal.OfflinePos is device_pos.OfflinePos
+    assert terminal.screen is device_pos.screen
+    assert rules.decide_offline is pos_rules.decide_offline
+    assert rules.mac_message is pos_records.mac_message
+
+
+def test_a_reply_shows_the_balance_it_carries():
+    reply = {"allow": True, "reason": "OK", "detail": "ok", "balance": 8920}
+
+    shown = terminal.screen_for_reply(reply, amount_fen=1080)
+
+    assert shown.text == "消费成功 ¥10.80 余额 ¥89.20"

@@ -2,6 +2,7 @@
 
 from datetime import UTC, date, datetime, time
 
+from onecard.keys.algorithms import Algorithm
 from onecard.modules.canteen import rules
 from onecard.modules.canteen.rules import CanteenReason, HolderRule, MealPeriod, Mode, Usage
 
@@ -54,9 +55,23 @@ def test_offline_allowance_counts_sales_and_amount():
     assert rules.allowance_breach(None, 1, 1) is CanteenReason.OFFLINE_DISABLED
 
 
-def test_record_mac_covers_the_amount():
-    fields = {"device_id": "pos-1", "epoch": 1, "seq": 7, "card_no": "C1", "amount_fen": 1200}
-    mac = rules.record_mac(b"k" * 16, fields)
+def test_record_mac_covers_every_signed_field():
+    fields = {"device_id": "pos-1", "epoch": "ep-0001", "seq": 7, "card_no": "C1",
+              "amount_fen": 1200, "list_fen": 1200, "device_time": 1_788_220_800_000,
+              "period": "lunch"}  # fmt: skip
+    mac = rules.record_mac(Algorithm.SM4, b"k" * 16, fields)
 
-    assert rules.mac_matches(b"k" * 16, fields, mac)
-    assert not rules.mac_matches(b"k" * 16, {**fields, "amount_fen": 120}, mac)
+    assert len(bytes.fromhex(mac)) == 4
+    assert mac == rules.record_mac(Algorithm.SM4, b"k" * 16, dict(fields))
+    for name, other in (("amount_fen", 120), ("seq", 8), ("period", "dinner"), ("card_no", "C2")):
+        assert mac != rules.record_mac(Algorithm.SM4, b"k" * 16, {**fields, name: other}), name
+
+
+def test_a_card_purse_sale_needs_no_offline_allowance_but_respects_the_blacklist():
+    kw = {"mode": Mode.FREE, "list_fen": 1200, "period": LUNCH, "pin_verified": False}
+
+    allowed = rules.decide_card_purse(HolderRule(), Usage(), blacklisted=False, **kw)
+    refused = rules.decide_card_purse(HolderRule(), Usage(), blacklisted=True, **kw)
+
+    assert (allowed.allow, allowed.amount_fen) == (True, 1200)
+    assert refused.reason is CanteenReason.CARD_BLACKLISTED

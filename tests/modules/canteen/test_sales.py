@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import select
 
-from onecard.modules.canteen import services, setup
+from onecard.modules.canteen import context, services, setup
 from onecard.modules.canteen.models import Sale
 from onecard.modules.canteen.rules import Allowance, CanteenReason, HolderRule, Mode
 from onecard.modules.canteen.services import SaleRequest
@@ -208,4 +208,4 @@ def test_card_allowance_overrides_the_class_allowance(world, at):
     card = world.holder()
     setup.set_card_allowance(world.session, card, Allowance(500, 1), actor=world.actor, now=at(8))
 
-    assert services.offline_allowance(world.session, card) == Allowance(500, 1)
+    assert context.offline_allowance(world.session, card) == Allowance(500, 1)

@@ -60,7 +60,7 @@ def test_disagreements_are_listed_as_exceptions(world, at, terminals, upload):
     _v, rec, _s = t.device.sell(
         card.card_no, at(13), HolderRule(), Allowance(3000, 3), list_fen=900
     )
-    upload(t, [{**rec, "amount_fen": 9}])  # altered on the way: the MAC fails, nothing posted
+    upload(t, [{**rec, "amount": 9}])  # altered on the way: the MAC fails, nothing posted
     reports = {world.fixed.device_id: PosReport(2, 2100), t.row.device_id: PosReport(2, 2400)}
 
     statement = settle_day(

@@ -74,7 +74,7 @@ def test_requester_cannot_approve_own_request_even_by_url(
     resp = admin.post(
         f"/console/approvals/{approval_id}/approve", {"confirmed": "yes"}, follow_redirects=True
     )
-    assert "cannot decide their own request" in resp.get_data(as_text=True)
+    assert "申请人不能审批自己的申请" in resp.get_data(as_text=True)
 
 
 def test_replace_card(admin, person_via_console, card_via_console):

@@ -266,7 +266,8 @@ def test_poller_pushes_new_taps_once_to_the_tenant_room_and_state_changes(
     poller.tick()  # nothing new: nothing pushed twice
     taps = [d for e, d, _to in sent if e == "tap"]
     assert [t["card"] for t in taps] == ["•••• 0000", "•••• 0001", "•••• 0002"]
-    assert {to for _e, _d, to in sent} == {room(admin.tenant.id)}
+    assert {to for _e, _d, to in sent} == {poller.local_room(admin.tenant.id)}
+    assert poller.local_room(admin.tenant.id).startswith(room(admin.tenant.id))
     alarms = [d for e, d, _to in sent if e == "alarm"]
     assert [(a["device"], a["code"]) for a in alarms] == [(dev, "offline")]
     poller.unsubscribe("sid-1")

@@ -34,7 +34,7 @@ def test_create_shows_field_errors_from_pydantic_and_services(admin, person_via_
         "/console/people/new", {"person_no": "DUP1", "name": "x", "identity_class": "staff"}
     )
     assert dup.status_code == 422
-    assert "already exists" in dup.get_data(as_text=True)
+    assert "人员编号 DUP1 已存在" in dup.get_data(as_text=True)
 
 
 def test_html_is_escaped(admin, person_via_console):
@@ -64,7 +64,7 @@ def test_edit_reports_bad_dates(admin, person_via_console):
         },
     )
     assert resp.status_code == 422
-    assert "valid_until is before valid_from" in resp.get_data(as_text=True)
+    assert "有效期止早于有效期起" in resp.get_data(as_text=True)
 
 
 def test_search_pages_through_many_people(admin, session_factory, now):

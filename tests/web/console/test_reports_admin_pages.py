@@ -77,6 +77,37 @@ def test_balances_report(admin, person_via_console):
     assert sheet.max_row == 6
 
 
+def test_balances_are_kept_a_minute_and_the_page_says_from_when(admin, person_via_console):
+    pid = person_via_console(admin)
+    top_up = {"amount": "7", "channel": "cash"}
+    admin.post(f"/console/accounts/person/{pid}/top-up", top_up)
+    first = admin.get("/console/reports?kind=balances").get_data(as_text=True)
+    admin.post(f"/console/accounts/person/{pid}/top-up", top_up)
+    again = admin.get("/console/reports?kind=balances").get_data(as_text=True)
+    assert 'id="as-of"' in first
+    assert "每分钟最多重新计算一次" in first
+    assert "7.00" in again  # the first request's figures: the second top-up is not in yet
+    assert "14.00" not in again
+
+
+def test_a_snapshot_is_recomputed_once_it_is_a_minute_old(now):
+    from datetime import timedelta
+
+    from onecard.web.state import Snapshots
+
+    snapshots, computed = Snapshots(), []
+
+    def compute():
+        computed.append(len(computed))
+        return computed[-1]
+
+    assert snapshots.get("k", now, compute) == (0, now)
+    assert snapshots.get("k", now + timedelta(seconds=59), compute) == (0, now)
+    later = now + timedelta(seconds=60)
+    assert snapshots.get("k", later, compute) == (1, later)
+    assert snapshots.get("other", later, compute) == (2, later)
+
+
 def test_subsidy_use_report(admin, person_via_console):
     person_via_console(admin, person_no="SU1")
     admin.post(

@@ -12,6 +12,7 @@ Conventions every model follows (and the AsyncAPI document states):
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -92,6 +93,10 @@ class Message(BaseModel):
     v: int = Field(default=PROTOCOL_VERSION, ge=1, le=65535, description="protocol minor version")
 
 
+_UID = CredentialKind.UID
+_HEX = re.compile(r"[0-9A-Fa-f]+").fullmatch
+
+
 class Credential(BaseModel):
     """What was presented. ``uid`` is hex (4, 7 or 10 bytes); other kinds are text."""
 
@@ -102,10 +107,10 @@ class Credential(BaseModel):
 
     @model_validator(mode="after")
     def _uid_is_hex(self) -> Credential:
-        if self.kind is CredentialKind.UID:
-            if len(self.value) not in (8, 14, 20):
-                raise ValueError("a uid is 4, 7 or 10 bytes of hex")
-            int(self.value, 16)
+        # Module-level names: this runs for every record of every upload, and an enum member
+        # lookup is a descriptor call on Python 3.11; int(v, 16) would also take "12_34".
+        if self.kind is _UID and (len(self.value) not in (8, 14, 20) or not _HEX(self.value)):
+            raise ValueError("a uid is 4, 7 or 10 bytes of hex")
         return self
 
 

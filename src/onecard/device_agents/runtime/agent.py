@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -50,6 +51,9 @@ from onecard.device_agents.runtime.offline import (
     default_rule,
 )
 from onecard.device_agents.runtime.store import AgentStore
+
+if TYPE_CHECKING:
+    from onecard.device_agents.runtime.personality import Personality
 
 log = logging.getLogger(__name__)
 Publish = Callable[[str, bytes, int, bool], None]
@@ -116,7 +120,8 @@ class Presented:
 
 @dataclass(frozen=True, slots=True)
 class LocalDecision:
-    """What the terminal shows: the platform's decision, or its own when offline."""
+    """What the terminal shows: the platform's decision, or its own when offline (``beep``:
+    the pattern a personality chose, for the reader driver)."""
 
     allow: bool
     reason: ReasonCode
@@ -127,6 +132,7 @@ class LocalDecision:
     flags: tuple[str, ...] = ()
     relay_ms: int | None = None
     seq: int | None = None
+    beep: str | None = None
 
 
 Done = Callable[[LocalDecision], None]
@@ -178,8 +184,10 @@ class Agent:
         rule: OfflineRule = default_rule,
         handlers: Handlers | None = None,
         counters: AgentCounters | None = None,
+        personality: Personality | None = None,
     ) -> None:
         self.settings = settings
+        self.personality = personality  # before the downlink: it configures it from disk
         self.store = store
         self.clock = clock
         self.monotonic = monotonic
@@ -350,28 +358,37 @@ class Agent:
             self.counters.late_decisions += 1
             return
         self.counters.taps_online += 1
-        pending.done(
-            LocalDecision(
-                allow=decision.allow,
-                reason=decision.reason,
-                online=True,
-                display=decision.display,
-                balance=decision.balance,
-                detail=decision.detail,
-                flags=decision.flags,
-                relay_ms=decision.relay_ms,
-            )
+        shown = LocalDecision(
+            allow=decision.allow,
+            reason=decision.reason,
+            online=True,
+            display=decision.display,
+            balance=decision.balance,
+            detail=decision.detail,
+            flags=decision.flags,
+            relay_ms=decision.relay_ms,
         )
+        if self.personality is not None:
+            shown = self.personality.online(shown, pending.presented)
+        pending.done(shown)
+
+    def blacklisted(self, credential: Credential) -> bool:
+        """Whether the blacklist this device holds names ``credential``."""
+        held = self.lists.get(self.settings.blacklist)
+        return held is not None and credential_key(credential.kind, credential.value) in held
 
     def _decide_offline(self, presented: Presented, done: Done, req_id: str | None) -> None:
+        if self.personality is not None:
+            self.counters.taps_offline += 1
+            done(self.personality.offline(self, presented, req_id))
+            return
         cred = presented.credential
         key = credential_key(cred.kind, cred.value)
         now = self.clock.now_ms()
         valid = self.clock_valid()
-        blacklist = self.lists.get(self.settings.blacklist)
         ctx = OfflineContext(
             key=key,
-            blacklisted=blacklist is not None and key in blacklist,
+            blacklisted=self.blacklisted(cred),
             amount=presented.amount,
             spent_today=self.store.spent(key, now // 86_400_000),
             clock_valid=valid,
@@ -394,11 +411,19 @@ class Agent:
         flags = verdict.flags
         done(LocalDecision(verdict.allow, verdict.reason, False, flags=flags, seq=record.seq))
 
-    def store_record(self, *, spend_key: int | None = None, **fields: object) -> Record:
-        """Store a record (seq allocated in the same transaction) and upload it if online."""
+    def store_record(
+        self,
+        *,
+        spend_key: int | None = None,
+        seal: Callable[[int], Mapping[str, Any]] | None = None,
+        state: Mapping[str, str] | None = None,
+        **fields: object,
+    ) -> Record:
+        """Store a record (seq allocated in the same transaction) and upload it if online;
+        ``seal`` and ``state`` as in `AgentStore.append_record`."""
         fields.setdefault("clock_epoch", self.clock_epoch)
         fields.setdefault("list_versions", self.store.list_versions())
-        record = self.store.append_record(dict(fields), spend_key=spend_key)
+        record = self.store.append_record(dict(fields), spend_key=spend_key, seal=seal, state=state)
         self.counters.records_created += 1
         self._session.more = True
         self.pump()

@@ -108,6 +108,8 @@ class Downlink:
     def _use(self, bundle: ConfigBundle, body: dict[str, object]) -> None:
         self.config_version = bundle.version
         self.policy = OfflinePolicy.from_body(body)
+        if self.agent.personality is not None:
+            self.agent.personality.configure(body)
         self.agent.handlers.config_applied(body)
 
     def _bundle(self, bundle: ConfigBundle) -> None:

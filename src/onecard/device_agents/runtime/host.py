@@ -24,7 +24,11 @@ from onecard.device_agents.runtime.clock import DeviceClock
 from onecard.device_agents.runtime.configfiles import ConfigFiles
 from onecard.device_agents.runtime.mqtt import BrokerAddress, MqttLink, NetLoop
 from onecard.device_agents.runtime.offline import OfflineRule, default_rule
+from onecard.device_agents.runtime.personality import Personality
 from onecard.device_agents.runtime.store import AgentStore, open_database
+
+PersonalityLoader = Callable[[AgentSettings, AgentStore], Personality | None]
+"""How a host gets its personality once the store is open (`personality.load_personality`)."""
 
 
 def new_epoch(rng: random.Random) -> str:
@@ -56,8 +60,10 @@ class AgentHost:
         loop: NetLoop | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         synchronous: str = "FULL",
+        personality: PersonalityLoader | None = None,
     ) -> AgentHost:
-        """Open (or create) the store in ``store_dir`` and wire everything."""
+        """Open (or create) the store in ``store_dir`` and wire everything; ``personality``
+        loads the terminal's personality from the store (none: the generic agent)."""
         rng = rng or random.Random(secrets.randbits(64))
         store_dir.mkdir(parents=True, exist_ok=True)
         conn = open_database(store_dir / "agent.db", synchronous=synchronous)
@@ -73,6 +79,7 @@ class AgentHost:
             public_key=public_key,
             rule=rule,
             handlers=handlers,
+            personality=personality(settings, store) if personality else None,
         )
         own = loop is None
         net = loop or NetLoop(monotonic=monotonic)

@@ -9,9 +9,10 @@ cut); the simulator, whose "power cuts" are simulated, may pass ``NORMAL``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,16 +41,36 @@ CREATE TABLE IF NOT EXISTS spend (
     PRIMARY KEY (device, key, day)) WITHOUT ROWID;
 """
 TABLES = ("meta", "record", "list_version", "list_entry", "command", "spend")
+FILE_MODE = 0o600  # owner only: the store may hold a POS MAC key
 
 
 def open_database(path: Path | str, *, synchronous: str = "FULL") -> sqlite3.Connection:
-    """A connection in WAL mode with the agent schema; shared by the stores of one process."""
+    """A connection in WAL mode with the agent schema; shared by the stores of one process.
+
+    The file may hold a POS MAC key, so it is readable by its owner only: it is created with
+    mode 0600 (an existing file and its ``-wal``/``-shm`` are narrowed to it), and SQLite
+    creates the ``-wal`` and ``-shm`` files with the database file's mode.
+    """
+    _private_file(Path(path))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.executescript(SCHEMA)
     return conn
+
+
+def _private_file(path: Path) -> None:
+    """Make ``path`` exist with mode :data:`FILE_MODE` whatever the process umask, and narrow
+    the ``-wal``/``-shm`` files an earlier, laxer open may have left (new ones follow it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    for sibling in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if sibling.exists():
+            sibling.chmod(FILE_MODE)
 
 
 class AgentStore:
@@ -108,20 +129,34 @@ class AgentStore:
 
     # records ------------------------------------------------------------------------------
 
-    def append_record(self, fields: dict[str, Any], *, spend_key: int | None = None) -> Record:
+    def append_record(
+        self,
+        fields: dict[str, Any],
+        *,
+        spend_key: int | None = None,
+        seal: Callable[[int], Mapping[str, Any]] | None = None,
+        state: Mapping[str, str] | None = None,
+    ) -> Record:
         """Allocate the next seq and store the record in one transaction; return it.
 
         ``spend_key`` with an ``amount`` adds to that credential's offline spend of the day
         (``day`` in ``fields['extra']`` is not used; the day is ``device_time // 86_400_000``).
+        ``seal(seq)`` returns fields that depend on the seq (a MAC covering it); ``state`` holds
+        small settings stored with the record, so a crash keeps both or neither (a POS's
+        counters).
         """
         with self.transaction() as conn:
             seq = int(self._meta("max_seq") or "0") + 1
+            if seal is not None:
+                fields = {**fields, **seal(seq)}
             record = Record(epoch=self.epoch, seq=seq, **fields)
             conn.execute(
                 "INSERT INTO record (device, epoch, seq, body) VALUES (?, ?, ?, ?)",
                 (self.device, self.epoch, seq, record.model_dump_json(exclude_none=True)),
             )
             self._set_meta("max_seq", str(seq))
+            for key, value in (state or {}).items():
+                self._set_meta(key, value)
             if spend_key is not None and record.amount:
                 conn.execute(
                     "INSERT INTO spend (device, key, day, amount) VALUES (?, ?, ?, ?) "

@@ -7,6 +7,10 @@ off by up to ten minutes), ``clock-reset`` (a clock back at 1970 after a reboot)
 ``power-loss`` (a record stored and never sent, then the agent restarts from its store),
 ``wipe`` (the store lost: a new epoch). A broker restart is simply survived (reconnect with
 backoff). `FleetCounters` sum what every terminal did.
+
+Each terminal runs its kind's personality (`runtime.personality`): a POS decides offline as a
+canteen POS does, with its MAC key from ``FleetSettings.pos_keys`` (without one it makes no
+offline sales) and its setup from the configuration bundles the platform sends.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onecard.device_agents.personalities.pos_records import PosKey
 from onecard.device_agents.protocol.codes import DeviceKind
 from onecard.device_agents.runtime.agent import Agent, AgentCounters, AgentSettings, Presented
 from onecard.device_agents.runtime.clock import DeviceClock, system_ms
 from onecard.device_agents.runtime.configfiles import ConfigFiles
 from onecard.device_agents.runtime.host import new_epoch
 from onecard.device_agents.runtime.mqtt import BrokerAddress, MqttLink, NetLoop
+from onecard.device_agents.runtime.personality import Personality, load_personality
+from onecard.device_agents.runtime.pos_terminal import PosTerminal
 from onecard.device_agents.runtime.store import AgentStore, open_database
 
 FAULTS = ("offline", "skew", "clock-reset", "duplicate", "reorder", "power-loss", "wipe")
@@ -34,7 +41,8 @@ AMOUNT_KINDS = {DeviceKind.POS, DeviceKind.BUS, DeviceKind.METER, DeviceKind.VAL
 
 @dataclass(frozen=True)
 class FleetSettings:
-    """What to simulate. ``credentials``: device id → (username, password, kind or None)."""
+    """What to simulate. ``credentials``: device id → (username, password, kind or None);
+    ``pos_keys``: device id → the POS's record MAC key (installed into its store)."""
 
     devices: int
     kinds: tuple[DeviceKind, ...]
@@ -49,6 +57,7 @@ class FleetSettings:
     cards: int = 5000
     public_key_hex: str | None = None
     agent: dict[str, float | int] = field(default_factory=dict)
+    pos_keys: dict[str, PosKey] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,8 +105,9 @@ class Terminal:
         tuning = {k: v for k, v in fleet.settings.agent.items() if k in known}
         tuning.setdefault("heartbeat_s", 30.0)
         tuning.setdefault("time_sync_s", 600.0)
+        settings = AgentSettings(device_id=self.device, kind=self.kind, **tuning)  # type: ignore[arg-type]
         agent = Agent(
-            AgentSettings(device_id=self.device, kind=self.kind, **tuning),  # type: ignore[arg-type]
+            settings,
             store,
             ConfigFiles(fleet.settings.folder / "config" / self.device, fsync=False),
             clock=self.clock,
@@ -105,10 +115,19 @@ class Terminal:
             rng=self.rng,
             public_key=fleet.public_key,
             counters=self.counters,
+            personality=self._personality(settings, store),
         )
         link = MqttLink(fleet.loop, agent, self.broker, rng=self.rng, backoff_base=0.2)
         agent.attach(self._publish)
         return agent, link
+
+    def _personality(self, settings: AgentSettings, store: AgentStore) -> Personality | None:
+        """The kind's personality; a POS gets its MAC key again after every (re)build."""
+        found = load_personality(settings, store)
+        key = self.fleet.settings.pos_keys.get(self.device)
+        if key is not None and isinstance(found, PosTerminal):
+            found.install_key(key)
+        return found
 
     # uploads with faults ------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from onecard.modules.canteen import services, tapflow
+from onecard.modules.canteen import cli, recordflow, services, tapflow, terminalkeys
+from onecard.modules.canteen.alarms import ReconCaseAlarms
 from onecard.platform.authz.permissions import Permission
 from onecard.platform.devices.bundles import DeviceKindSpec
 from onecard.platform.devices.taps import TapDecision
@@ -21,16 +22,22 @@ ADMIN, CASHIER, FINANCE = "tenant_admin", "canteen_cashier", "finance"
 AUDIT_TYPES = (
     "canteen.merchant.created",
     "canteen.pos.added",
+    "canteen.pos.key_provisioned",
     "canteen.meal_periods.set",
     "canteen.rule.set",
     "canteen.allowance.set",
     "canteen.menu.item_added",
     "canteen.sale.online",
     "canteen.sale.offline",
+    "canteen.sale.decided_online",
     "canteen.sale.refunded",
     "canteen.case.opened",
     "canteen.case.settled",
     "canteen.settlement.created",
+    "canteen.payout.requested",
+    "canteen.payout.posted",
+    "canteen.payout.rejected",
+    "canteen.records.reprocessed",
 )
 
 POS_CONFIG = {
@@ -50,6 +57,12 @@ def onecard_permissions() -> Iterable[Permission]:
         Permission("canteen.refund", "Refund the last sale at a POS", (ADMIN,)),
         Permission("canteen.cases.settle", "Settle offline overspend cases", (ADMIN, FINANCE)),
         Permission("canteen.settle", "Run daily merchant settlement", (ADMIN, FINANCE)),
+        Permission(
+            "canteen.payout.approve",
+            "Approve merchant payouts above the four-eyes threshold",
+            (ADMIN, FINANCE),
+        ),
+        Permission("canteen.reprocess", "Re-run stored POS records", (ADMIN,)),
     ]
 
 
@@ -101,6 +114,28 @@ def onecard_tap_completed(tap: Any, outcome: Any) -> None:
     # onecard_tap_recorded, inside the tap's transaction).
     if getattr(tap, "module", None) == services.KEY:
         log.debug("canteen tap %s: %s", tap.req_id, outcome.reason)
+
+
+@hookimpl
+def onecard_records_stored(device: Any, records: Any, session: Any, now: Any) -> None:
+    # In the ingest transaction, inside a savepoint: raising undoes only canteen's writes and
+    # the records stay stored for `onecard canteen reprocess`.
+    if getattr(device, "module", None) != services.KEY:
+        return
+    if any(recordflow.is_sale_record(r) for r in records):
+        keyring = terminalkeys.process_keyring()
+        recordflow.process(session, device.pk, device.device_id, records, keyring=keyring, now=now)
+
+
+@hookimpl
+def onecard_socketio_namespaces() -> Iterable[Any]:
+    # No panel namespace of its own: the reconciliation cases go to /live as alarms.
+    return [ReconCaseAlarms()]
+
+
+@hookimpl
+def onecard_cli_commands() -> Iterable[Any]:
+    return cli.COMMANDS
 
 
 @hookimpl

@@ -1,5 +1,6 @@
 """Canteen tables (all ``canteen_*``): merchants, POS terminals, meal periods, holder rules,
-menu items, sales and refunds (facts), offline allowances, reconciliation cases, settlements.
+menu items, sales and refunds (facts), offline allowances, reconciliation cases, settlements
+with their merchant payouts.
 
 A sale and a refund are facts: never updated, never deleted. A refund references its sale
 (unique), so "is this sale refunded" is a join, not a flag that changes.
@@ -112,16 +113,24 @@ class MenuItemRow(IdMixin, TenantScoped, Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+PAID_FROM_ACCOUNTS = "accounts"  # the holder's platform purses (subsidy, cash, receivables)
+PAID_FROM_CARD = "card_purse"  # the CPU card's own purse, proven by a cleared TAC
+
+
 class Sale(IdMixin, TenantScoped, AppendOnly, Base):
     """One meal sold: online (decided by the server) or offline (decided by the POS).
 
-    ``key`` makes every path idempotent: ``sell:<request id>`` online, ``rec:<device>:<epoch>:
-    <seq>`` offline. ``receivable_fen`` is what an offline sale took beyond the purses.
+    ``key`` makes every path idempotent: ``sell:<device>:<request id>`` and ``tap:<device>:
+    <req_id>`` online, ``rec:<device record id>`` for an uploaded record (whose identity is
+    ``(device, epoch, seq)``). ``receivable_fen`` is what an offline sale took beyond the
+    purses. ``paid_from`` says whose purse paid; a card-purse sale links the clearing record
+    whose verified TAC proves it (``clearing_record_id``) and the clearing entry.
     """
 
     __tablename__ = "canteen_sales"
     __table_args__ = (
         UniqueConstraint("tenant_id", "key"),
+        UniqueConstraint("record_id"),
         Index("ix_canteen_sales_person_day", "tenant_id", "person_id", "business_day"),
         Index("ix_canteen_sales_merchant_day", "tenant_id", "merchant_id", "business_day"),
     )
@@ -149,6 +158,11 @@ class Sale(IdMixin, TenantScoped, AppendOnly, Base):
     occurred_at: Mapped[datetime]
     recorded_at: Mapped[datetime]
     actor_id: Mapped[str | None] = mapped_column(String(64))
+    record_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("device_records.id"))
+    paid_from: Mapped[str] = mapped_column(
+        String(12), default=PAID_FROM_ACCOUNTS, server_default=PAID_FROM_ACCOUNTS
+    )
+    clearing_record_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("clearing_records.id"))
 
 
 class Refund(IdMixin, TenantScoped, AppendOnly, Base):
@@ -175,7 +189,7 @@ class ReconCase(IdMixin, TenantScoped, Base):
     __tablename__ = "canteen_recon_cases"
     __table_args__ = (UniqueConstraint("tenant_id", "card_no", "business_day", "kind"),)
 
-    kind: Mapped[str] = mapped_column(String(30))  # offline_overspend | bad_mac
+    kind: Mapped[str] = mapped_column(String(30))  # offline_overspend | bad_mac | bad_tac
     card_no: Mapped[str] = mapped_column(String(32))
     card_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("cards.id"))
     person_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("people.id"))
@@ -191,7 +205,12 @@ class ReconCase(IdMixin, TenantScoped, Base):
 
 
 class Settlement(IdMixin, TenantScoped, Base):
-    """A merchant's daily statement with the three-way reconciliation and its exceptions."""
+    """A merchant's daily statement with the three-way reconciliation and its exceptions, and
+    the payout of what the ledger credited the merchant that day.
+
+    ``payout_status``: ``None`` (not requested), ``awaiting_approval`` (above the tenant's
+    four-eyes threshold), ``posted`` (``payout_entry_id``) or ``rejected``.
+    """
 
     __tablename__ = "canteen_settlements"
     __table_args__ = (UniqueConstraint("tenant_id", "merchant_id", "business_day"),)
@@ -208,3 +227,9 @@ class Settlement(IdMixin, TenantScoped, Base):
     status: Mapped[str] = mapped_column(String(12))  # balanced | exceptions
     created_at: Mapped[datetime]
     created_by: Mapped[str | None] = mapped_column(String(64))
+    payout_status: Mapped[str | None] = mapped_column(String(20))
+    payout_fen: Mapped[int | None] = mapped_column(BigInteger)
+    payout_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_entries.id"))
+    payout_requested_by: Mapped[str | None] = mapped_column(String(64))
+    payout_decided_by: Mapped[str | None] = mapped_column(String(64))
+    payout_at: Mapped[datetime | None]

@@ -1,81 +1,108 @@
-"""Offline sales: what POS terminals decided alone, recorded after the fact.
+"""Offline sales charged to the holder's platform purses: what POS terminals decided alone,
+recorded after the fact.
 
-The platform never refuses a fact (modules.md X-R12): every uploaded sale is stored and, when
-its MAC verifies, posted: subsidy purse first, then the cash purse, and whatever the purses do
-not cover goes to ``Assets:Receivables:Holders``. The canteen's offline policy is then checked
-across every POS: a card whose offline sales of one business day exceed its allowance (amount
-or count), or that took more than its purses held, gets a reconciliation case and is frozen
-with reason ``canteen_overspend`` until someone settles the case.
+The platform never refuses a fact (modules.md X-R12): every uploaded sale is recorded. When its
+POS MAC verifies in the key service (:mod:`onecard.modules.canteen.terminalkeys`) and its amount
+is sane it is posted: subsidy purse first, then the cash purse, and whatever the purses do not
+cover goes to ``Assets:Receivables:Holders``. A sale whose MAC fails is recorded unposted,
+flagged ``bad_mac``, and gets a ``bad_mac`` case; the card it names is not frozen, since an
+unauthenticated record cannot be trusted to name the right card. The canteen's offline policy
+is then checked across every POS: a card whose posted offline sales of one business day exceed
+its allowance (amount or count), or that took more than its purses held, gets an
+``offline_overspend`` case and is frozen (``canteen_overspend``) until someone settles it
+(:mod:`onecard.modules.canteen.cases`).
+
+A POS whose online request timed out decides offline and says so with the tap's ``req_id``.
+When the platform had already allowed that tap (its ``device_taps`` row for the same device,
+request and card), the holder was charged online: the offline sale is recorded flagged
+``decided_online``, linked to the online sale by a ``canteen.sale.decided_online`` audit event,
+and never posted. A tap the platform denied, or never saw, leaves the offline sale as above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from onecard.keys.service import KeyService
 from onecard.modules.canteen import rules
-from onecard.modules.canteen.models import Merchant, Pos, ReconCase, Sale
+from onecard.modules.canteen.cases import freeze_card, open_case
+from onecard.modules.canteen.context import (
+    audit_event,
+    context_for,
+    get_or_raise,
+    live_sales,
+    offline_allowance,
+)
+from onecard.modules.canteen.models import PAID_FROM_ACCOUNTS, Merchant, Pos, ReconCase, Sale
 from onecard.modules.canteen.rules import CanteenReason
 from onecard.modules.canteen.services import (
     KEY,
-    audit_event,
-    context_for,
     entry_split,
-    get_or_raise,
     holder_balances,
-    live_sales,
-    offline_allowance,
     record_sale,
     spend_lines,
 )
+from onecard.modules.canteen.terminalkeys import RecordMac, verify_record_macs
 from onecard.platform.actors import Actor
-from onecard.platform.approvals import services as approvals
-from onecard.platform.cards import blacklist, lifecycle
 from onecard.platform.cards.models import Card, CardStatus
-from onecard.platform.clock import as_utc
+from onecard.platform.devices.models import DeviceTap
 from onecard.platform.errors import Conflict, InsufficientFunds
-from onecard.platform.ledger.accounts import holder_account, tenant_account
-from onecard.platform.ledger.operations import PURSE
+from onecard.platform.ledger.accounts import tenant_account
 from onecard.platform.ledger.posting import LineSpec, PostingRequest, post
-from onecard.platform.tenants.models import Tenant
 
 OFFLINE_CODE = "canteen.offline_meal"
-FREEZE_REASON = "canteen_overspend"
-MacVerifier = Callable[[str, bytes, str], bool]
-"""``(device_id, message, mac) -> ok``: supplied by the key service, which holds device keys."""
 
 
 @dataclass(frozen=True)
 class OfflineSale:
-    """One sale record as a POS uploaded it (``up/records``, type ``canteen.sale``)."""
+    """One purse-charged sale a POS decided offline, read from its stored device record.
 
+    ``signed`` is the exact message the POS's MAC covers (:func:`rules.mac_message` of the
+    fields as uploaded); ``card_no`` is the card the platform resolved the credential to (the
+    credential itself when unknown); ``occurred_at`` is the platform-corrected time, ``None``
+    when the POS clock was invalid; ``req_id`` names the online request that timed out before
+    the POS decided alone (``None``: it did not try). The other amounts are the record's, made
+    safe to store.
+    """
+
+    record_id: int
     device_id: str
-    epoch: int
     seq: int
     card_no: str
     list_fen: int
     amount_fen: int
-    device_time: str
+    occurred_at: datetime | None
+    signed: bytes
     mac: str
+    key_version: int | None = None
     period: str | None = None
-    items: tuple[tuple[str, int], ...] = ()
+    flags: tuple[str, ...] = ()
+    req_id: str | None = None
 
-    def mac_fields(self) -> dict[str, Any]:
-        """The fields the POS's MAC covers (:func:`rules.mac_message`)."""
-        return {
-            "device_id": self.device_id,
-            "epoch": self.epoch,
-            "seq": self.seq,
-            "card_no": self.card_no,
-            "amount_fen": self.amount_fen,
-            "list_fen": self.list_fen,
-            "device_time": self.device_time,
-        }
+    @property
+    def key(self) -> str:
+        """The sale's idempotency key: its device record, i.e. ``(device, epoch, seq)``."""
+        return f"rec:{self.record_id}"
+
+    def record_mac(self) -> RecordMac:
+        """What the key service checks."""
+        return RecordMac(self.device_id, self.key_version, self.signed, self.mac)
+
+
+@dataclass(frozen=True)
+class OnlineDecision:
+    """The platform's allowing decision of a tap that its POS then decided offline: the tap
+    row, what it posted, and canteen's online sale of it (``None`` when none was recorded)."""
+
+    tap_id: int
+    req_id: str
+    entry_ids: tuple[int, ...]
+    sale_id: int | None
 
 
 @dataclass(frozen=True)
@@ -93,50 +120,66 @@ def ingest_offline_sales(
     pos: Pos,
     sales: Sequence[OfflineSale],
     *,
-    verify_mac: MacVerifier,
+    keys: KeyService,
     actor: Actor,
     now: datetime,
 ) -> IngestReport:
     """Record what ``pos`` sold offline; open cases and freeze cards that broke the policy.
 
-    Idempotent per ``(device, epoch, seq)``. ``actor`` needs ``cards.freeze`` (the bridge's
-    system actor has it).
+    Idempotent per device record (``(device, epoch, seq)``). MACs are checked in one batch by
+    ``keys``. A sale the platform already allowed online (:func:`decided_online`) is recorded
+    and never posted. ``actor`` needs ``cards.freeze``.
     """
-    recorded, duplicates, cases, frozen = 0, 0, set[int](), []
-    for item in sales:
-        if item.device_id != pos.device_id:
-            raise Conflict("a record of another device", device_id=item.device_id)
-        key = f"rec:{item.device_id}:{item.epoch}:{item.seq}"
-        if session.scalar(select(Sale.id).where(Sale.key == key)) is not None:
-            duplicates += 1
-            continue
-        sale = _record_one(session, pos, item, key, verify_mac, actor=actor, now=now)
-        recorded += 1
-        case = _apply_policy(session, sale, actor=actor, now=now)
+    if any(s.device_id != pos.device_id for s in sales):
+        raise Conflict("a record of another device", device_id=pos.device_id)
+    fresh = [s for s in sales if session.scalar(select(Sale.id).where(Sale.key == s.key)) is None]
+    macs = [s.record_mac() for s in fresh]
+    good = verify_record_macs(session, keys, macs, now=now) if fresh else []
+    cases, frozen = set[int](), []
+    for item, good_mac in zip(fresh, good, strict=True):
+        online = decided_online(session, pos, item)
+        sale = _record_one(session, pos, item, good_mac, online, actor=actor, now=now)
+        case, freeze = _apply_policy(session, sale, actor=actor, now=now)
         if case is not None:
             cases.add(case.id)
-            if _freeze(session, sale.card_id, actor=actor, now=now):
-                frozen.append(sale.card_no)
-    return IngestReport(recorded, duplicates, tuple(sorted(cases)), tuple(frozen))
+        if freeze and freeze_card(session, sale.card_id, actor=actor, now=now):
+            frozen.append(sale.card_no)
+    return IngestReport(len(fresh), len(sales) - len(fresh), tuple(sorted(cases)), tuple(frozen))
+
+
+def decided_online(session: Session, pos: Pos, item: OfflineSale) -> OnlineDecision | None:
+    """The platform's decision allowing the tap ``item`` retried offline, if it made one.
+
+    Matched on ``(device, req_id)`` and the card: a tap denied, never seen, or of another
+    card is no online decision of this sale (``None``), which is then processed offline.
+    """
+    if item.req_id is None:
+        return None
+    tap = session.scalar(
+        select(DeviceTap).where(
+            DeviceTap.device_pk == pos.device_pk, DeviceTap.req_id == item.req_id
+        )
+    )
+    if tap is None or not tap.allow or tap.card_no != item.card_no:
+        return None
+    online_key = f"tap:{pos.device_id}:{item.req_id}"  # tapflow.record_tap_sale's key
+    sale_id = session.scalar(select(Sale.id).where(Sale.key == online_key))
+    return OnlineDecision(tap.id, item.req_id, tuple(int(e) for e in tap.entry_ids), sale_id)
 
 
 def _record_one(
     session: Session,
     pos: Pos,
     item: OfflineSale,
-    key: str,
-    verify_mac: MacVerifier,
+    good_mac: bool,
+    online: OnlineDecision | None,
     *,
     actor: Actor,
     now: datetime,
 ) -> Sale:
-    occurred, flags = _instant(item.device_time, now)
+    occurred = item.occurred_at or now
     card = session.scalar(select(Card).where(Card.card_no == item.card_no))
-    flags += [] if card is not None else ["unknown_card"]
-    if card is not None and card.status != CardStatus.ACTIVE.value:
-        flags.append("blacklisted_card")
-    good_mac = verify_mac(item.device_id, rules.mac_message(item.mac_fields()), item.mac)
-    flags += [] if good_mac else ["bad_mac"]
+    flags = _flags(item, card, good_mac, online)
     ctx = context_for(session, pos, card.person_id if card else None, occurred)
     verdict = rules.Verdict(
         True,
@@ -147,37 +190,50 @@ def _record_one(
         item.period or (ctx.period.key if ctx.period else None),
     )
     entry_id, split = None, {}
-    if good_mac and item.amount_fen > 0:
-        entry_id = _post_offline(session, pos, card, item, key, occurred, actor=actor, now=now)
+    if good_mac and "bad_amount" not in flags and online is None:
+        entry_id = _post_offline(session, pos, card, item, occurred, actor=actor, now=now)
         split = entry_split(session, entry_id)
-    return record_sale(
-        session,
-        pos,
-        card,
-        ctx,
-        verdict,
-        split,
-        key=key,
-        entry_id=entry_id,
-        items=item.items,
-        source="offline",
-        occurred_at=occurred,
-        now=now,
-        actor=actor,
-        card_no=item.card_no,
-        flags=flags,
-        device_seq=item.seq,
-    )
+    sale = record_sale(
+        session, pos, card, ctx, verdict, split, key=item.key, entry_id=entry_id, items=(),
+        source="offline", occurred_at=occurred, now=now, actor=actor, card_no=item.card_no,
+        flags=flags, device_seq=item.seq, record_id=item.record_id,
+    )  # fmt: skip
+    if online is not None:
+        _link_online(session, sale, online, actor=actor, now=now)
+    return sale
 
 
-def _instant(device_time: str, now: datetime) -> tuple[datetime, list[str]]:
-    try:
-        when = datetime.fromisoformat(device_time)
-    except ValueError:
-        return now, ["bad_device_time"]
-    if when.tzinfo is None:
-        return now, ["bad_device_time"]
-    return as_utc(when), []
+def _link_online(
+    session: Session, sale: Sale, online: OnlineDecision, *, actor: Actor, now: datetime
+) -> None:
+    """Audit ``canteen.sale.decided_online``: the offline sale, and the tap and online sale
+    that charged the holder for it."""
+    data = {
+        "req_id": online.req_id,
+        "tap_id": online.tap_id,
+        "online_sale_id": online.sale_id,
+        "entry_ids": list(online.entry_ids),
+    }
+    audit_event(session, "canteen.sale.decided_online", sale.id, data, actor, now,
+                obj="canteen_sale")  # fmt: skip
+
+
+def _flags(
+    item: OfflineSale, card: Card | None, good_mac: bool, online: OnlineDecision | None
+) -> list[str]:
+    """The platform's flags plus canteen's own, each once."""
+    flags = list(item.flags)
+    if online is not None:
+        flags.append("decided_online")  # charged by the online decision: recorded, never posted
+    if card is None:
+        flags.append("unknown_card")
+    elif card.status != CardStatus.ACTIVE.value:
+        flags.append("blacklisted_card")
+    if not good_mac:
+        flags.append("bad_mac")
+    if not 0 < item.amount_fen <= rules.MAX_SALE_FEN:
+        flags.append("bad_amount")  # a MACed record of a faulty POS: recorded, never posted
+    return list(dict.fromkeys(flags))
 
 
 def _post_offline(
@@ -185,7 +241,6 @@ def _post_offline(
     pos: Pos,
     card: Card | None,
     item: OfflineSale,
-    key: str,
     occurred: datetime,
     *,
     actor: Actor,
@@ -196,11 +251,11 @@ def _post_offline(
     request = PostingRequest(
         code=OFFLINE_CODE,
         lines=_offline_lines(session, card, merchant_account, item.amount_fen),
-        idempotency_key=f"canteen:{key}",
+        idempotency_key=f"canteen:{item.key}",
         occurred_at=occurred,
         source=KEY,
         reference={"card_no": item.card_no, "device_id": item.device_id, "seq": item.seq},
-        intent={"key": key, "amount_fen": item.amount_fen},
+        intent={"key": item.key, "amount_fen": item.amount_fen},
     )
     try:
         with session.begin_nested():
@@ -241,166 +296,46 @@ def _merchant_account_id(session: Session, pos: Pos) -> int:
 # --- the offline policy, across every POS ----------------------------------------------------
 
 
-def _apply_policy(session: Session, sale: Sale, *, actor: Actor, now: datetime) -> ReconCase | None:
-    """Open (or extend) a case when this sale breaks the card's offline policy."""
+def _apply_policy(
+    session: Session, sale: Sale, *, actor: Actor, now: datetime
+) -> tuple[ReconCase | None, bool]:
+    """The case this sale opens or joins (if any), and whether its card must be frozen."""
     if "bad_mac" in sale.flags:
-        return _case(session, sale, "bad_mac", {"seq": sale.device_seq}, actor=actor, now=now)
+        where = {"seq": sale.device_seq, "record_id": sale.record_id}
+        return open_case(session, sale, "bad_mac", where, actor=actor, now=now), False
+    if sale.entry_id is None:
+        return None, False  # not posted (bad amount): the statement lists it
     card = session.get(Card, sale.card_id) if sale.card_id else None
-    day_sales = session.scalars(
-        live_sales(session).where(
-            Sale.card_no == sale.card_no,
-            Sale.business_day == sale.business_day,
-            Sale.source == "offline",
-        )
-    ).all()
+    day_sales = _posted_offline_sales(session, sale)
     count, total = len(day_sales), sum(s.amount_fen for s in day_sales)
-    breach = rules.allowance_breach(offline_allowance(session, card), count, total)
+    allowance = offline_allowance(session, card)
+    breach = rules.allowance_breach(allowance, count, total)
     receivable = sum(s.receivable_fen for s in day_sales)
     if breach is None and receivable == 0 and "unknown_card" not in sale.flags:
-        return None
+        return None, False
     detail = {
         "reason": breach.value if breach else "purse_shortfall",
         "count": count,
         "total_fen": total,
         "devices": sorted({s.pos_id for s in day_sales}),
     }
-    case = _case(session, sale, "offline_overspend", detail, actor=actor, now=now)
-    allowance = offline_allowance(session, card)
+    case = open_case(session, sale, "offline_overspend", detail, actor=actor, now=now)
     case.over_fen = max(total - (allowance.amount_fen if allowance else 0), 0)
     case.receivable_fen = receivable
     case.sale_ids = sorted({*case.sale_ids, *(s.id for s in day_sales)})
     session.flush()
-    return case
+    return case, True
 
 
-def _case(
-    session: Session, sale: Sale, kind: str, detail: dict[str, Any], *, actor: Actor, now: datetime
-) -> ReconCase:
-    case = session.scalar(
-        select(ReconCase).where(
-            ReconCase.card_no == sale.card_no,
-            ReconCase.business_day == sale.business_day,
-            ReconCase.kind == kind,
+def _posted_offline_sales(session: Session, sale: Sale) -> Sequence[Sale]:
+    """The card's posted, unrefunded, purse-charged offline sales of the sale's business day,
+    from every POS (card-purse sales spend the card's own value, not the allowance)."""
+    return session.scalars(
+        live_sales(session).where(
+            Sale.card_no == sale.card_no,
+            Sale.business_day == sale.business_day,
+            Sale.source == "offline",
+            Sale.paid_from == PAID_FROM_ACCOUNTS,
+            Sale.entry_id.is_not(None),
         )
-    )
-    if case is None:
-        case = ReconCase(
-            kind=kind,
-            card_no=sale.card_no,
-            card_id=sale.card_id,
-            person_id=sale.person_id,
-            business_day=sale.business_day,
-            status="open",
-            sale_ids=[sale.id],
-            detail=detail,
-            opened_at=now,
-        )
-        session.add(case)
-        session.flush()
-        data = {"kind": kind, "card_no": sale.card_no, "detail": detail}
-        audit_event(session, "canteen.case.opened", case.id, data, actor, now, obj="canteen_case")
-    else:
-        case.detail, case.status = detail, "open"
-        case.sale_ids = sorted({*case.sale_ids, sale.id})
-    session.flush()
-    return case
-
-
-def _freeze(session: Session, card_id: int | None, *, actor: Actor, now: datetime) -> bool:
-    card = session.get(Card, card_id) if card_id else None
-    if card is None or card.status != CardStatus.ACTIVE.value:
-        return False
-    lifecycle.freeze(session, card, actor=actor, now=now, reason=FREEZE_REASON)
-    return True
-
-
-# --- settling a case -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CaseSettled:
-    """What settling did: the collection entry, and the unfreeze (done or awaiting approval)."""
-
-    case_id: int
-    collected_entry_id: int | None
-    unfreeze: approvals.Outcome | None
-
-
-def open_cases(session: Session, card_no: str | None = None) -> list[ReconCase]:
-    """Open reconciliation cases, oldest first (of one card when ``card_no`` is given)."""
-    stmt = select(ReconCase).where(ReconCase.status == "open")
-    if card_no is not None:
-        stmt = stmt.where(ReconCase.card_no == card_no)
-    return list(session.scalars(stmt.order_by(ReconCase.id)))
-
-
-def settle_case(
-    session: Session,
-    tenant: Tenant,
-    case: ReconCase,
-    *,
-    actor: Actor,
-    now: datetime,
-    note: str = "",
-) -> CaseSettled:
-    """Settle a case: collect what the holder owes from the purse (the holder topped up
-    first), close the case, and, when it was the card's last open case, ask for the unfreeze
-    through the platform's approvals (a blacklist removal always needs a second operator)."""
-    actor.ensure("canteen.cases.settle")
-    if case.status != "open":
-        raise Conflict("the case is already settled", case_id=case.id)
-    entry_id = _collect(session, case, actor=actor, now=now) if case.receivable_fen else None
-    case.status, case.settled_at, case.settled_by = "settled", now, actor.id
-    session.flush()
-    data = {"entry_id": entry_id, "receivable_fen": case.receivable_fen, "note": note}
-    audit_event(session, "canteen.case.settled", case.id, data, actor, now, obj="canteen_case")
-    return CaseSettled(case.id, entry_id, _request_unfreeze(session, tenant, case, actor, now))
-
-
-def _collect(session: Session, case: ReconCase, *, actor: Actor, now: datetime) -> int:
-    """Dr the holder's purse, Cr receivables: raises ``InsufficientFunds`` before a top-up."""
-    assert case.person_id is not None
-    purse = holder_account(session, case.person_id, PURSE, now=now)
-    receivables = tenant_account(session, "receivables")
-    request = PostingRequest(
-        code="canteen.overspend_collected",
-        lines=(
-            LineSpec(purse.id, case.receivable_fen),
-            LineSpec(receivables.id, -case.receivable_fen),
-        ),
-        idempotency_key=f"canteen:case:{case.id}:collect",
-        source=KEY,
-        reference={"case_id": case.id},
-    )
-    return post(session, request, actor=actor, now=now).id
-
-
-def _request_unfreeze(
-    session: Session, tenant: Tenant, case: ReconCase, actor: Actor, now: datetime
-) -> approvals.Outcome | None:
-    card = session.get(Card, case.card_id) if case.card_id else None
-    if card is None or card.status != CardStatus.FROZEN.value or open_cases(session, card.card_no):
-        return None
-    changes = blacklist.history(session, card.id)
-    if not changes or changes[-1].reason != FREEZE_REASON:
-        return None  # frozen for another reason: not ours to lift
-    return approvals.submit(
-        session,
-        tenant,
-        "card.unfreeze",
-        {"card_id": card.id},
-        actor=actor,
-        now=now,
-        summary=f"Unfreeze card {card.card_no}: canteen case {case.id} settled",
-        idempotency_key=f"canteen:case:{case.id}:unfreeze",
-    )
-
-
-def receivable_of(session: Session, person_id: int) -> int:
-    """What the holder owes from offline sales not yet collected (open cases)."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(ReconCase.receivable_fen), 0)).where(
-            ReconCase.person_id == person_id, ReconCase.status == "open"
-        )
-    )
-    return int(total or 0)
+    ).all()

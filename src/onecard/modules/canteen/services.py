@@ -1,8 +1,10 @@
-"""Canteen services: what a decision needs (meal period, holder rule, usage, price), online
-sales, the cashier's refund of the last sale, and subsidy-first spending lines.
+"""Canteen services: online sales, recording a sale, the cashier's refund of the last sale, and
+subsidy-first spending lines.
 
-Set-up lives in ``setup``, the tap flow in ``tapflow``, offline records in ``offline`` and the
-daily statement in ``settlement``.
+What a decision needs (meal period, holder rule, usage, price) lives in ``context``, set-up in
+``setup``, the tap flow in ``tapflow``, uploaded POS records in ``recordflow``
+(account-paid sales in ``offline``, card-purse sales in ``cardpurse``, cases in ``cases``), POS
+MAC keys in ``terminalkeys``, the daily statement in ``settlement`` and its payout in ``payout``.
 
 Plain functions: the caller's session, domain objects, keyword-only ``actor`` and ``now``; they
 never commit. Decisions come from :mod:`onecard.modules.canteen.rules`, the same code the POS
@@ -14,19 +16,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from onecard.modules.canteen import rules
+from onecard.modules.canteen.context import (
+    SaleContext,
+    audit_event,
+    card_reason,
+    context_for,
+    get_or_raise,
+    price_of,
+)
 from onecard.modules.canteen.models import (
-    HolderRuleRow,
-    MealPeriodRow,
-    MenuItemRow,
-    Merchant,
-    OfflineAllowanceRow,
+    PAID_FROM_ACCOUNTS,
     Pos,
     Refund,
     Sale,
@@ -34,154 +40,15 @@ from onecard.modules.canteen.models import (
 )
 from onecard.modules.canteen.rules import CanteenReason, Mode
 from onecard.platform.actors import Actor
-from onecard.platform.audit.record import record
-from onecard.platform.cards.models import Card, CardStatus
-from onecard.platform.db.tenancy import get_scoped
+from onecard.platform.cards.models import Card
 from onecard.platform.errors import Conflict, InsufficientFunds, NotFound, ValidationFailed
 from onecard.platform.ledger.models import Account, AccountType, Balance, Entry, Line
 from onecard.platform.ledger.operations import PURSE, SUBSIDY, charge
 from onecard.platform.ledger.posting import LineSpec, reverse
-from onecard.platform.people.models import Person
-from onecard.platform.tenants.models import Site
 
 KEY = "canteen"
 MERCHANT_KIND = "canteen.merchant"
 MEAL_CODE = "canteen.meal"
-DEFAULT_RULE = rules.HolderRule()
-
-
-# --- what a decision needs -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SaleContext:
-    """Everything the rules need about one holder at one POS at one instant."""
-
-    merchant: Merchant
-    zone: str
-    period: rules.MealPeriod | None
-    day: date
-    rule: rules.HolderRule
-    usage: rules.Usage
-
-
-def context_for(session: Session, pos: Pos, person_id: int | None, at: datetime) -> SaleContext:
-    """Merchant, site zone, meal period, business day, holder rule and usage at ``at``."""
-    merchant = get_or_raise(session, Merchant, pos.merchant_id)
-    site = get_or_raise(session, Site, merchant.site_id)
-    period = rules.meal_period_at(periods_of(session, site.id), at, site.timezone)
-    day = (
-        rules.period_day(period, at, site.timezone)
-        if period
-        else rules.local_day(at, site.timezone)
-    )
-    rule = holder_rule(session, person_id)
-    usage = usage_of(session, person_id, day, period.key if period else None)
-    return SaleContext(merchant, site.timezone, period, day, rule, usage)
-
-
-def periods_of(session: Session, site_id: int) -> list[rules.MealPeriod]:
-    """The meal periods of a site, earliest first."""
-    rows = session.scalars(
-        select(MealPeriodRow).where(MealPeriodRow.site_id == site_id).order_by(MealPeriodRow.starts)
-    )
-    return [
-        rules.MealPeriod(r.key, time.fromisoformat(r.starts), time.fromisoformat(r.ends))
-        for r in rows
-    ]
-
-
-def holder_rule(session: Session, person_id: int | None) -> rules.HolderRule:
-    """The rule of the person's identity class (full price, no limits when none is set)."""
-    row = _rule_row(session, person_id)
-    if row is None:
-        return DEFAULT_RULE
-    return rules.HolderRule(
-        rate_bp=row.rate_bp,
-        per_meal_limit_fen=row.per_meal_limit_fen,
-        per_day_limit_fen=row.per_day_limit_fen,
-        meals_per_period=row.meals_per_period,
-        pin_threshold_fen=row.pin_threshold_fen,
-    )
-
-
-def offline_allowance(session: Session, card: Card | None) -> rules.Allowance | None:
-    """The card's daily offline allowance: its own override, else its class's; ``None``: none."""
-    if card is None:
-        return None
-    own = session.scalar(select(OfflineAllowanceRow).where(OfflineAllowanceRow.card_id == card.id))
-    if own is not None:
-        return rules.Allowance(own.amount_fen, own.count)
-    row = _rule_row(session, card.person_id)
-    if row is None or row.offline_count <= 0:
-        return None
-    return rules.Allowance(row.offline_amount_fen, row.offline_count)
-
-
-def _rule_row(session: Session, person_id: int | None) -> HolderRuleRow | None:
-    if person_id is None:
-        return None
-    cls = session.scalar(select(Person.identity_class).where(Person.id == person_id))
-    return session.scalar(select(HolderRuleRow).where(HolderRuleRow.identity_class == cls))
-
-
-def live_sales(session: Session) -> Any:
-    """``select(Sale)`` of sales that were not refunded."""
-    refunded = select(Refund.sale_id)
-    return select(Sale).where(Sale.id.not_in(refunded))
-
-
-def usage_of(session: Session, person_id: int | None, day: date, period: str | None) -> rules.Usage:
-    """Count and amount of the holder's unrefunded sales on ``day`` and in ``period`` of it."""
-    if person_id is None:
-        return rules.Usage()
-    sales = session.scalars(
-        live_sales(session).where(Sale.person_id == person_id, Sale.business_day == day)
-    ).all()
-    in_period = [s for s in sales if period is not None and s.period == period]
-    return rules.Usage(
-        period_count=len(in_period),
-        period_fen=sum(s.amount_fen for s in in_period),
-        day_count=len(sales),
-        day_fen=sum(s.amount_fen for s in sales),
-    )
-
-
-def price_of(
-    session: Session,
-    pos: Pos,
-    period: rules.MealPeriod | None,
-    *,
-    list_fen: int | None,
-    items: Sequence[tuple[str, int]] = (),
-) -> int | None:
-    """The list price of a sale by the POS's mode; ``None`` when it cannot be priced."""
-    mode = Mode(pos.mode)
-    if mode is Mode.FIXED:
-        return (
-            int(pos.fixed_prices[period.key]) if period and period.key in pos.fixed_prices else None
-        )
-    if mode is Mode.FREE:
-        return list_fen
-    if not items:
-        return list_fen  # the POS priced the dishes itself (online tap: only the total travels)
-    prices = dict(
-        session.execute(
-            select(MenuItemRow.code, MenuItemRow.price_fen).where(
-                MenuItemRow.merchant_id == pos.merchant_id, MenuItemRow.active.is_(True)
-            )
-        ).all()
-    )
-    return rules.menu_total(prices, items)
-
-
-def card_reason(card: Card, now: datetime) -> CanteenReason | None:
-    """The card is blacklisted (not active) or expired: no sale, online or offline."""
-    if card.status != CardStatus.ACTIVE.value:
-        return CanteenReason.CARD_BLACKLISTED
-    if card.expires_at is not None and card.expires_at <= now:
-        return CanteenReason.CARD_BLACKLISTED
-    return None
 
 
 # --- online sale -----------------------------------------------------------------------------
@@ -305,7 +172,15 @@ def record_sale(
     card_no: str | None = None,
     flags: Sequence[str] = (),
     device_seq: int | None = None,
+    record_id: int | None = None,
+    paid_from: str = PAID_FROM_ACCOUNTS,
+    clearing_record_id: int | None = None,
 ) -> Sale:
+    """Append the sale (a fact) and its audit event ``canteen.sale.<source>``.
+
+    ``record_id`` links the uploaded device record an offline sale came from; a sale paid from
+    the CPU card's own purse says so in ``paid_from`` and links its clearing record.
+    """
     sale = Sale(
         key=key,
         merchant_id=pos.merchant_id,
@@ -330,10 +205,19 @@ def record_sale(
         occurred_at=occurred_at,
         recorded_at=now,
         actor_id=actor.id,
+        record_id=record_id,
+        paid_from=paid_from,
+        clearing_record_id=clearing_record_id,
     )
     session.add(sale)
     session.flush()
-    data = {"key": key, "amount_fen": sale.amount_fen, "entry_id": entry_id, "flags": list(flags)}
+    data = {
+        "key": key,
+        "amount_fen": sale.amount_fen,
+        "entry_id": entry_id,
+        "paid_from": paid_from,
+        "flags": list(flags),
+    }
     audit_event(session, f"canteen.sale.{source}", sale.id, data, actor, now, obj="canteen_sale")
     return sale
 
@@ -453,26 +337,3 @@ def holder_balances(session: Session, person_id: int) -> dict[str, tuple[int, in
         )
     )
     return {kind: (aid, raw * AccountType(typ).sign) for aid, kind, typ, raw in rows}
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def get_or_raise(session: Session, cls: type[Any], ident: int) -> Any:
-    obj = get_scoped(session, cls, ident)
-    if obj is None:
-        raise NotFound(f"{cls.__name__} {ident} not found")
-    return obj
-
-
-def audit_event(
-    session: Session,
-    type_: str,
-    object_id: object,
-    data: dict[str, Any],
-    actor: Actor,
-    now: datetime,
-    *,
-    obj: str = "canteen_merchant",
-) -> None:
-    record(session, type_, actor=actor, now=now, object_type=obj, object_id=object_id, data=data)

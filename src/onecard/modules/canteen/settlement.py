@@ -4,7 +4,9 @@ For one merchant and one business day (local midnights of the merchant's site) t
 must agree: what each POS says it took (its end-of-day totals), what was uploaded and recorded
 as sales (net of refunds), and what the ledger posted to the merchant's account. Every
 disagreement becomes an exception on the statement; a statement without exceptions is
-``balanced``. Paying the merchant out is a separate step (not done here).
+``balanced``. Sales paid from CPU card purses count like the others: their clearing entry
+credits the merchant. Paying the merchant out is the next step
+(:mod:`onecard.modules.canteen.payout`); :func:`statement_json` shows both.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import CompoundSelect
 
 from onecard.modules.canteen import rules
+from onecard.modules.canteen.context import audit_event, get_or_raise
 from onecard.modules.canteen.models import Merchant, Pos, Refund, Sale, Settlement
-from onecard.modules.canteen.services import audit_event, get_or_raise
 from onecard.platform.actors import Actor
 from onecard.platform.ledger.models import Entry, Line
 from onecard.platform.tenants.models import Site
@@ -191,8 +194,12 @@ def _merchant_postings(session: Session, account_id: int, entry_ids: list[int]) 
 def _unexplained(session: Session, merchant: Merchant, day: date) -> dict[int, int]:
     site = get_or_raise(session, Site, merchant.site_id)
     start, end = rules.day_bounds(day, site.timezone)
-    explained = (
-        select(Sale.entry_id).where(Sale.entry_id.is_not(None)).union(select(Refund.entry_id))
+    # Sales and refunds explain their entries; a payout (which debits the merchant on the day
+    # it is made) belongs to the statement it pays, not to that day's sales.
+    explained: CompoundSelect[Any] = union(
+        select(Sale.entry_id).where(Sale.entry_id.is_not(None)),
+        select(Refund.entry_id),
+        select(Settlement.payout_entry_id).where(Settlement.payout_entry_id.is_not(None)),
     )
     rows = session.execute(
         select(Line.entry_id, func.sum(Line.amount_fen))
@@ -206,3 +213,27 @@ def _unexplained(session: Session, merchant: Merchant, day: date) -> dict[int, i
         .group_by(Line.entry_id)
     )
     return {eid: -int(total) for eid, total in rows}
+
+
+def statement_json(statement: Settlement) -> dict[str, Any]:
+    """The statement as the console, API or command line show it, payout included."""
+    return {
+        "merchant_id": statement.merchant_id,
+        "business_day": statement.business_day.isoformat(),
+        "status": statement.status,
+        "sales_count": statement.sales_count,
+        "gross_fen": statement.gross_fen,
+        "refunds_fen": statement.refunds_fen,
+        "net_fen": statement.net_fen,
+        "ledger_fen": statement.ledger_fen,
+        "pos_totals": statement.pos_totals,
+        "exceptions": statement.exceptions,
+        "payout": {
+            "status": statement.payout_status or "not_requested",
+            "amount_fen": statement.payout_fen,
+            "entry_id": statement.payout_entry_id,
+            "requested_by": statement.payout_requested_by,
+            "decided_by": statement.payout_decided_by,
+            "at": statement.payout_at.isoformat() if statement.payout_at else None,
+        },
+    }

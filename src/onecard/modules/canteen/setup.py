@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onecard.modules.canteen import rules
+from onecard.modules.canteen.context import audit_event
 from onecard.modules.canteen.models import (
     HolderRuleRow,
     MealPeriodRow,
@@ -22,7 +23,7 @@ from onecard.modules.canteen.models import (
     Pos,
 )
 from onecard.modules.canteen.rules import Mode
-from onecard.modules.canteen.services import KEY, MERCHANT_KIND, audit_event
+from onecard.modules.canteen.services import KEY, MERCHANT_KIND
 from onecard.platform.actors import Actor
 from onecard.platform.cards.models import Card
 from onecard.platform.devices.models import Device

@@ -14,19 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onecard.modules.canteen import rules
+from onecard.modules.canteen.context import SaleContext, context_for, get_or_raise, price_of
 from onecard.modules.canteen.models import Pos, Sale
 from onecard.modules.canteen.rules import CanteenReason, Mode
-from onecard.modules.canteen.services import (
-    KEY,
-    MEAL_CODE,
-    SaleContext,
-    context_for,
-    entry_split,
-    get_or_raise,
-    price_of,
-    record_sale,
-    spend_lines,
-)
+from onecard.modules.canteen.services import KEY, MEAL_CODE, entry_split, record_sale, spend_lines
 from onecard.platform.actors import Actor
 from onecard.platform.cards.models import Card
 from onecard.platform.db.tenancy import get_scoped, require_tenant_id

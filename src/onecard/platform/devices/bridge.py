@@ -14,6 +14,7 @@ with an ``error`` command where the device expects a reply.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import socket
@@ -21,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,7 @@ from onecard.platform.devices.wire import (
     Command,
     CommandReceipt,
     ConfigReceipt,
+    DecodedBatch,
     Heartbeat,
     Hello,
     ListReceipt,
@@ -82,7 +84,11 @@ MESSAGES = PromCounter(
 )
 
 Out = BaseModel  # a protocol message; its topic (and retain flag) follow from its type
-CACHED_ROUTES = frozenset({"up/tap", "up/records"})  # routes that never change the device row
+# The one route that changes a field of DeviceRef (the clock offset): re-read after it.
+REF_ROUTES = frozenset({"up/heartbeat"})
+RECEIVE_MAXIMUM = 1000  # unacked messages the broker may send us (acked per chunk, after commit)
+MAX_SINGLES = 50  # other messages sharing one transaction (row locks held for its length)
+BATCHED_ROUTES = frozenset({"up/tap", "up/records"})  # handled in shared transactions
 WAKE_ROUTES = frozenset({"state", "up/hello", "up/receipt"})  # may make list/command updates due
 
 
@@ -97,6 +103,7 @@ class MqttRoute:
     suffix: str
     handler: Callable[[RouteContext], Iterable[Out]]
     expects_reply: bool = False
+    writes: bool = True  # False: never writes (no savepoint needed around it)
 
 
 @dataclass
@@ -142,14 +149,17 @@ class Bridge:
         tap_deadline: float = 5.0,
         resolve_ttl: float = 10.0,
         outbox_tick: float = 0.1,
+        max_batch: int = 200,
     ) -> None:
         self.sessions, self.conn, self.box = sessions, connection, box
         self.registry, self.clock = registry, clock
         self.kinds = kinds if kinds is not None else collect_kinds(registry)
         self.outbox_interval, self.outbox_tick = outbox_interval, outbox_tick
         self.tap_deadline, self.resolve_ttl = tap_deadline, resolve_ttl
+        self.max_batch = max(1, max_batch)
         self.counts: Counter[tuple[str, str]] = Counter()
-        self.routes: dict[str, MqttRoute] = {**self._core_routes(), **_module_routes(registry)}
+        self._core = self._core_routes()
+        self.routes: dict[str, MqttRoute] = {**self._core, **_module_routes(registry)}
         if workers is None:
             # SQLite takes one writer at a time: more workers only queue on its lock (long tail).
             bind = sessions.kw.get("bind")
@@ -162,6 +172,7 @@ class Bridge:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._refs: dict[str, tuple[DeviceRef, float, int]] = {}
+        self._relays: dict[int, tuple[Any, float]] = {}
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._configs_sent: set[tuple[str, int]] = set()
@@ -193,6 +204,7 @@ class Bridge:
         """Connect (persistent session) and start the network loop and the worker."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.conn.session_expiry
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(
             self.conn.host, self.conn.port, keepalive=30, clean_start=False, properties=props
         )
@@ -242,19 +254,76 @@ class Bridge:
         self._queues[hash(device_id) % len(self._queues)].put((msg, time.monotonic()))
 
     def _work(self, q: queue.Queue[tuple[mqtt.MQTTMessage, float] | None]) -> None:
-        while not self._stop.is_set():
+        """Take what has queued up (up to ``max_batch`` messages) and handle it as one chunk:
+        under load, taps and record uploads share transactions and statements; when idle, a
+        chunk is one message and nothing waits."""
+        while True:
             item = q.get()
             if item is None:
                 return
-            msg, arrived = item
-            if msg.topic.endswith("/up/tap") and time.monotonic() - arrived > self.tap_deadline:
-                # The terminal stopped waiting long ago and decided offline (its record follows):
-                # deciding now would only delay the taps that are still waited for.
-                self._count("up/tap", "stale")
+            chunk = [item]
+            last = False
+            while len(chunk) < self.max_batch:
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    last = True
+                    break
+                chunk.append(nxt)
+            self._safe(lambda c=chunk: self.handle_chunk(c))  # type: ignore[misc]
+            for msg, _arrived in chunk:
+                if msg.qos > 0:
+                    self.client.ack(msg.mid, msg.qos)
+            if last:
+                return
+
+    def handle_chunk(self, chunk: list[tuple[mqtt.MQTTMessage, float]]) -> None:
+        """Handle queued messages in three kinds of shared transactions: taps, record uploads,
+        and the rest (each in its savepoint). A device's messages keep their order: before a
+        message of a device whose earlier messages wait in another kind of batch, the pending
+        batches are handled. Within a flush, taps go before uploads: a record that carries the
+        ``req_id`` of a tap the device gave up waiting for must find that tap decided (canteen
+        then records the sale once, not twice)."""
+        batch = _Pending()
+        for msg, arrived in chunk:
+            device_id, _, rest = msg.topic.removeprefix("oc/v1/").partition("/")
+            batchable = (
+                rest in BATCHED_ROUTES
+                and msg.topic.startswith("oc/v1/")
+                and self.routes.get(rest) is self._core.get(rest)
+                and DEVICE_ID_RE.fullmatch(device_id) is not None
+            )
+            if batchable and rest == Topic.TAP.value:
+                if time.monotonic() - arrived > self.tap_deadline:
+                    # The terminal stopped waiting long ago and decided offline (its record
+                    # follows): deciding now would only delay the taps still waited for.
+                    self._count("up/tap", "stale")
+                    continue
+                if device_id in batch.single_devices:
+                    self._flush(batch)  # its other messages first: a device keeps its order
+                batch.add(batch.taps, device_id, bytes(msg.payload))
+            elif batchable:
+                if device_id in batch.single_devices:
+                    self._flush(batch)
+                batch.add(batch.records, device_id, bytes(msg.payload))
             else:
-                self._safe(lambda m=msg: self.handle(m.topic, m.payload))  # type: ignore[misc]
-            if msg.qos > 0:
-                self.client.ack(msg.mid, msg.qos)
+                if device_id in batch.devices:
+                    self._flush(batch)  # its taps or uploads first: a device keeps its order
+                batch.add(batch.singles, device_id, bytes(msg.payload), topic=msg.topic)
+                if len(batch.singles) >= MAX_SINGLES:
+                    self._flush(batch)
+        self._flush(batch)
+
+    def _flush(self, batch: _Pending) -> None:
+        if batch.singles:
+            self._safe(lambda s=list(batch.singles): self.handle_singles(s))  # type: ignore[misc]
+        if batch.taps:
+            self._safe(lambda t=list(batch.taps): self.handle_taps(t))  # type: ignore[misc]
+        if batch.records:
+            self._safe(lambda r=list(batch.records): self.handle_records(r))  # type: ignore[misc]
+        batch.clear()
 
     def _outbox_loop(self) -> None:
         """Publish list deltas and commands: at once when the blacklist changed (watched every
@@ -293,6 +362,49 @@ class Bridge:
 
     def handle(self, topic_name: str, payload: bytes) -> None:
         """Handle one message: resolve the device, route, commit, publish the answers."""
+        self.handle_singles([(topic_name, payload)])
+
+    def handle_singles(self, items: list[tuple[str, bytes]]) -> None:
+        """Handle ``(topic, payload)`` messages one by one in one transaction.
+
+        Each message runs in a savepoint, so one that fails (refused or broken) rolls back
+        only its own writes and is answered at once; the rest commit together and are answered
+        after the commit. When the commit itself fails, several messages are handled again
+        one at a time, and a single message is answered ``internal_error``."""
+        done: list[_Done] = []
+        with self.sessions() as session:
+            for topic_name, payload in items:
+                result = self._single(session, topic_name, payload)
+                if result is not None:
+                    done.append(result)
+            try:
+                session.commit()
+            except Exception:
+                session.rollback()
+                if len(items) > 1:
+                    log.warning("bridge: a batch of %d messages failed; one by one", len(items))
+                    for one in items:
+                        self._safe(lambda o=one: self.handle_singles([o]))  # type: ignore[misc]
+                    return
+                log.exception("bridge: committing %s failed", items[0][0][:120])
+                for d in done:
+                    self._count(d.route.suffix, "error")
+                    reply = d.route.expects_reply
+                    self._error(d.device, d.route.suffix, "internal_error", "", d.payload, reply)
+                return
+        for d in done:
+            self._count(d.route.suffix, "ok")
+            for message in d.out:
+                self.send(d.device.device_id, message)
+            for fn in d.after_commit:
+                self._safe(fn)
+            if d.route.suffix in REF_ROUTES:
+                self._refs.pop(d.device.device_id, None)  # the route changed the cached entry
+            if d.route.suffix in WAKE_ROUTES:
+                self._wake.set()
+
+    def _single(self, session: Session, topic_name: str, payload: bytes) -> _Done | None:
+        """Route one message inside a savepoint; ``None`` when it was refused (and answered)."""
         device_id, _, rest = topic_name.removeprefix("oc/v1/").partition("/")
         if (
             not topic_name.startswith("oc/v1/")
@@ -301,22 +413,29 @@ class Bridge:
         ):
             self._count("unknown", "bad_topic")
             log.warning("bridge: message on a foreign topic %r", topic_name[:120])
-            return
+            return None
         route = self.routes.get(rest)
-        with self.sessions() as session:
-            device = self._resolve(session, device_id, cached=rest in CACHED_ROUTES)
-            if device is None:
-                self._count(rest[:40], "unknown_device")
-                log.warning("bridge: message from unregistered device %s", device_id[:64])
-                return
-            if route is None:
-                self._reject(device, rest, BadMessage("bad_topic", rest[:80]))
-                return
-            self._dispatch(session, device, route, payload)
-        if rest not in CACHED_ROUTES:
-            self._refs.pop(device_id, None)  # the route may have changed the device row
-        if rest in WAKE_ROUTES:
-            self._wake.set()
+        device = self._resolve(session, device_id, cached=rest not in REF_ROUTES)
+        if device is None:
+            self._count(rest[:40], "unknown_device")
+            log.warning("bridge: message from unregistered device %s", device_id[:64])
+            return None
+        if route is None:
+            self._reject(device, rest, BadMessage("bad_topic", rest[:80]))
+            return None
+        ctx = RouteContext(session, device, payload, self.clock(), self)
+        try:
+            with tenant_scope(device.tenant_id), _savepoint(session, route.writes):
+                out = list(route.handler(ctx))
+        except BadMessage as exc:
+            self._reject(device, route.suffix, exc, reply=route.expects_reply, payload=payload)
+            return None
+        except Exception:
+            log.exception("bridge: %s from %s failed", route.suffix, device.device_id)
+            self._count(route.suffix, "error")
+            self._error(device, route.suffix, "internal_error", "", payload, route.expects_reply)
+            return None
+        return _Done(device, route, payload, out, ctx.after_commit)
 
     def _resolve(self, session: Session, device_id: str, *, cached: bool) -> DeviceRef | None:
         """`resolve` with a per-process cache (``resolve_ttl``; dropped on a registry change in
@@ -332,29 +451,81 @@ class Bridge:
             self._refs[device_id] = (ref, now + self.resolve_ttl, gen)
         return ref
 
-    def _dispatch(
-        self, session: Session, device: DeviceRef, route: MqttRoute, payload: bytes
-    ) -> None:
-        ctx = RouteContext(session, device, payload, self.clock(), self)
-        try:
-            with tenant_scope(device.tenant_id):
-                out = list(route.handler(ctx))
+    def handle_taps(self, items: list[tuple[str, bytes]]) -> None:
+        """Decide ``(device id, payload)`` taps in one transaction, then answer each.
+
+        A tap that fails unexpectedly rolls the batch back, and every tap of it is handled
+        again on its own (so one bad tap costs the others only time, never an answer)."""
+        decided: list[tuple[DeviceRef, taps.TapOutcome, Any]] = []
+        with self.sessions() as session:
+            now = self.clock()
+            try:
+                for device, tap in self._decoded(session, items, Topic.TAP):
+                    assert isinstance(tap, TapRequest)
+                    hooks = self._hooks_for(session, device.tenant_id)
+                    with tenant_scope(device.tenant_id):
+                        outcome = taps.decide(session, device, tap, hooks, now=now)
+                    decided.append((device, outcome, hooks))
                 session.commit()
-        except BadMessage as exc:
-            session.rollback()
-            self._reject(device, route.suffix, exc, reply=route.expects_reply, payload=payload)
-            return
-        except Exception:
-            session.rollback()
-            log.exception("bridge: %s from %s failed", route.suffix, device.device_id)
-            self._count(route.suffix, "error")
-            self._error(device, route.suffix, "internal_error", "", payload, route.expects_reply)
-            return
-        self._count(route.suffix, "ok")
-        for message in out:
-            self.send(device.device_id, message)
-        for fn in ctx.after_commit:
-            self._safe(fn)
+            except Exception:
+                session.rollback()
+                log.warning("bridge: a batch of %d taps failed; one by one", len(items))
+                self._one_by_one("up/tap", items)
+                return
+        for device, outcome, hooks in decided:
+            self._count("up/tap", "ok")
+            self.send(device.device_id, outcome.message())
+            if hooks is not None and outcome.request is not None and not outcome.replayed:
+                self._safe(lambda h=hooks, o=outcome, d=device: _completed(h, d, o))  # type: ignore[misc]
+
+    def handle_records(self, items: list[tuple[str, bytes]]) -> None:
+        """Ingest ``(device id, payload)`` uploads in one transaction, then ack each (as
+        :meth:`handle_taps`: an unexpected failure falls back to one upload at a time)."""
+        with self.sessions() as session:
+            now = self.clock()
+            try:
+                uploads = [
+                    ingest.Upload(device, batch)
+                    for device, batch in self._decoded(session, items, Topic.RECORDS)
+                    if isinstance(batch, DecodedBatch)
+                ]
+                done = ingest.ingest_many(session, uploads, now=now)
+                for upload, result in zip(uploads, done, strict=True):
+                    self._records_stored(session, upload.device, result.new, now)
+                session.commit()
+            except Exception:
+                session.rollback()
+                log.warning("bridge: a batch of %d uploads failed; one by one", len(items))
+                self._one_by_one("up/records", items)
+                return
+        for upload, result in zip(uploads, done, strict=True):
+            self._count("up/records", "ok")
+            self._note_malformed(upload.device, result)
+            self.send(upload.device.device_id, result.ack)
+
+    def _decoded(
+        self, session: Session, items: list[tuple[str, bytes]], kind: Topic
+    ) -> Iterator[tuple[DeviceRef, Any]]:
+        """Resolve and decode each item; unknown devices and bad payloads are counted and
+        refused here (they never reach the shared transaction)."""
+        for device_id, payload in items:
+            device = self._resolve(session, device_id, cached=True)
+            if device is None:
+                self._count(kind.value, "unknown_device")
+                log.warning("bridge: message from unregistered device %s", device_id[:64])
+                continue
+            try:
+                message = (
+                    decode_records(payload) if kind is Topic.RECORDS else decode(kind, payload)
+                )
+            except BadMessage as exc:
+                self._reject(device, kind.value, exc, payload=payload)
+                continue
+            yield device, message
+
+    def _one_by_one(self, suffix: str, items: list[tuple[str, bytes]]) -> None:
+        for device_id, payload in items:
+            self._safe(lambda d=device_id, p=payload: self.handle(f"oc/v1/{d}/{suffix}", p))  # type: ignore[misc]
 
     def _reject(
         self,
@@ -447,7 +618,7 @@ class Bridge:
             MqttRoute("up/tap", self._tap, expects_reply=True),
             MqttRoute("up/records", self._records, expects_reply=True),
             MqttRoute("up/heartbeat", self._heartbeat),
-            MqttRoute("up/time", self._time, expects_reply=True),
+            MqttRoute("up/time", self._time, expects_reply=True, writes=False),
             MqttRoute("up/receipt", self._receipt, expects_reply=True),
         ]
         return {r.suffix: r for r in core}
@@ -465,55 +636,76 @@ class Bridge:
             text = msg.state
         if text not in {"online", "offline"}:
             raise BadMessage("bad_value", "state must be online or offline")
-        health.on_state(ctx.session, self._device(ctx), text == "online", now=ctx.now)
+        health.on_state(ctx.session, ctx.device.pk, text == "online", now=ctx.now)
         return []
 
     def _hello(self, ctx: RouteContext) -> list[Out]:
         hello = decode(Topic.HELLO, ctx.payload)
         assert isinstance(hello, Hello)
-        dev = self._device(ctx)
-        health.on_hello(ctx.session, dev, hello, now=ctx.now)
+        pk, device_id = ctx.device.pk, ctx.device.device_id
+        health.on_hello(ctx.session, pk, hello, now=ctx.now)
         # PROTOCOL: a reconnecting device applies pending deltas before it uploads new records,
         # and it uploads when the ack arrives: lists (and config) first, the ack last.
-        out: list[Out] = [u.message for u in lists.updates_for(ctx.session, dev, now=ctx.now)]
-        latest = bundles.latest(ctx.session, dev.id)
+        out: list[Out] = [
+            u.message for u in lists.updates_for(ctx.session, pk, device_id, now=ctx.now)
+        ]
+        latest = bundles.latest(ctx.session, pk)
         if latest is not None and hello.config_version < latest.version:
-            out.append(bundles.message(ctx.session, dev.device_id, latest))
+            out.append(bundles.message(ctx.session, device_id, latest))
         out.append(ingest.ack_for(ctx.session, ctx.device, hello.epoch, now=ctx.now))
         return out
 
     def _tap(self, ctx: RouteContext) -> list[Out]:
         tap = decode(Topic.TAP, ctx.payload)
         assert isinstance(tap, TapRequest)
-        hooks = self._hooks(ctx.session)
+        hooks = self._hooks_for(ctx.session, ctx.device.tenant_id)
         outcome = taps.decide(ctx.session, ctx.device, tap, hooks, now=ctx.now)
         if hooks is not None and outcome.request is not None and not outcome.replayed:
-            tid = ctx.device.tenant_id
-
-            def completed() -> None:
-                with tenant_scope(tid):
-                    hooks.onecard_tap_completed(tap=outcome.request, outcome=outcome)
-
-            ctx.after_commit.append(completed)
+            ctx.after_commit.append(lambda: _completed(hooks, ctx.device, outcome))
         return [outcome.message()]
 
     def _records(self, ctx: RouteContext) -> list[Out]:
         batch = decode_records(ctx.payload)
         done = ingest.ingest(ctx.session, ctx.device, batch, now=ctx.now)
+        self._records_stored(ctx.session, ctx.device, done.new, ctx.now)
+        self._note_malformed(ctx.device, done)
+        return [done.ack]
+
+    def _note_malformed(self, device: DeviceRef, done: ingest.Ingested) -> None:
         if done.malformed:
             self._count("up/records", "malformed_record")
             self.counts[("up/records", "malformed_records")] += done.malformed - 1
-            log.warning(
-                "bridge: %d malformed records from %s", done.malformed, ctx.device.device_id
+            log.warning("bridge: %d malformed records from %s", done.malformed, device.device_id)
+
+    def _records_stored(
+        self,
+        session: Session,
+        device: DeviceRef,
+        new: tuple[ingest.StoredRecord, ...],
+        now: datetime,
+    ) -> None:
+        """``onecard_records_stored`` in a savepoint: a module's failure keeps the records."""
+        hooks = self._hooks_for(session, device.tenant_id) if new else None
+        if hooks is None:
+            return
+        try:
+            with tenant_scope(device.tenant_id), session.begin_nested():
+                hooks.onecard_records_stored(device=device, records=new, session=session, now=now)
+        except Exception:
+            log.exception(
+                "bridge: a module failed on %d records from %s (stored; re-run them)",
+                len(new),
+                device.device_id,
             )
-        return [done.ack]
+            self._count("up/records", "module_error")
 
     def _heartbeat(self, ctx: RouteContext) -> list[Out]:
         hb = decode(Topic.HEARTBEAT, ctx.payload)
         assert isinstance(hb, Heartbeat)
         dev = self._device(ctx)
         health.on_heartbeat(ctx.session, dev, hb, now=ctx.now)
-        return [u.message for u in lists.updates_for(ctx.session, dev, now=ctx.now)]
+        updates = lists.updates_for(ctx.session, dev.id, dev.device_id, now=ctx.now)
+        return [u.message for u in updates]
 
     def _time(self, ctx: RouteContext) -> list[Out]:
         req = decode(Topic.TIME_REQUEST, ctx.payload)
@@ -544,13 +736,73 @@ class Bridge:
             commands.complete(ctx.session, dev.id, r.cmd_id, r.status == "ok", result, now=ctx.now)
         return []
 
-    def _hooks(self, session: Session) -> Any:
+    def _hooks_for(self, session: Session, tenant_id: int) -> Any:
+        """The hook relay of the tenant's enabled modules (cached for ``resolve_ttl``: a
+        module switched on or off takes effect in the bridge within that time)."""
         if self.registry is None:
             return None
-        enabled = frozenset(
-            session.scalars(select(TenantModule.module_key).where(TenantModule.enabled))
-        )
-        return self.registry.hooks_for(enabled)
+        now = time.monotonic()
+        hit = self._relays.get(tenant_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        with tenant_scope(tenant_id):
+            enabled = frozenset(
+                session.scalars(select(TenantModule.module_key).where(TenantModule.enabled))
+            )
+        relay = self.registry.hooks_for(enabled)
+        self._relays[tenant_id] = (relay, now + self.resolve_ttl)
+        return relay
+
+
+@dataclass
+class _Done:
+    """A message routed inside a shared transaction, waiting for its commit to be answered."""
+
+    device: DeviceRef
+    route: MqttRoute
+    payload: bytes
+    out: list[Out]
+    after_commit: list[Callable[[], None]]
+
+
+class _Pending:
+    """Taps and uploads waiting to be handled together, and the devices they came from."""
+
+    def __init__(self) -> None:
+        self.taps: list[tuple[str, bytes]] = []
+        self.records: list[tuple[str, bytes]] = []
+        self.singles: list[tuple[str, bytes]] = []  # (topic, payload)
+        self.devices: set[str] = set()  # with taps or uploads pending
+        self.single_devices: set[str] = set()  # with other messages pending
+
+    def add(
+        self, to: list[tuple[str, bytes]], device_id: str, payload: bytes, topic: str = ""
+    ) -> None:
+        to.append((topic or device_id, payload))
+        (self.single_devices if topic else self.devices).add(device_id)
+
+    def clear(self) -> None:
+        self.taps.clear()
+        self.records.clear()
+        self.singles.clear()
+        self.devices.clear()
+        self.single_devices.clear()
+
+
+@contextlib.contextmanager
+def _savepoint(session: Session, writes: bool) -> Iterator[None]:
+    """A savepoint around a route that writes; nothing around one that never does."""
+    if not writes:
+        yield
+        return
+    with session.begin_nested():
+        yield
+
+
+def _completed(hooks: Any, device: DeviceRef, outcome: taps.TapOutcome) -> None:
+    """``onecard_tap_completed`` after the tap's commit, in the device's tenant."""
+    with tenant_scope(device.tenant_id):
+        hooks.onecard_tap_completed(tap=outcome.request, outcome=outcome)
 
 
 def _module_routes(registry: Any) -> dict[str, MqttRoute]:

@@ -94,6 +94,10 @@ def conf_text(
         f"acl_file {files.acl}",
         "set_tcp_nodelay true",
         "max_queued_messages 100000",
+        # QoS 1 messages the broker sends a client before its PUBACKs (Mosquitto's default, 20,
+        # also caps an MQTT 5 client's receive maximum): the bridge acks a whole chunk after
+        # its commit, and a window of 20 kept it waiting on round trips, not on work.
+        "max_inflight_messages 1000",
         f"max_packet_size {max_packet_size}",
         "persistent_client_expiration 14d",
         "log_dest stderr",

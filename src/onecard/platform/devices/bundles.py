@@ -6,7 +6,8 @@ of the body's canonical JSON text and the tenant's Ed25519 key signs
 ``oc-config/v1|{device}|{version}|{sha256}``. The private key is stored sealed with
 :class:`~onecard.platform.secrets.SecretBox`. :func:`message` re-verifies with the protocol's
 ``verify_bundle`` (what the agent runs) before anything is published, so an unsigned or altered
-bundle never leaves the platform.
+bundle never leaves the platform. A tenant has one active key, created on first use and kept
+unique by the database even when several bridge workers or processes need it at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from onecard.device_agents.protocol import bundles as pbundles
@@ -29,6 +32,8 @@ from onecard.device_agents.protocol.messages import ConfigBundle as ConfigMessag
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
 from onecard.platform.db.counters import next_value
+from onecard.platform.db.engine import is_postgres
+from onecard.platform.db.tenancy import require_tenant_id
 from onecard.platform.devices.models import ConfigBundle, Device, SigningKey
 from onecard.platform.errors import ValidationFailed
 from onecard.platform.secrets import SecretBox
@@ -45,6 +50,12 @@ class DeviceKindSpec:
     label: str = ""
 
 
+ACTIVE_PREDICATE = text("active")
+ONE_ACTIVE_KEY = "uq_device_signing_keys_one_active"
+"""The partial unique index on ``device_signing_keys (tenant_id) WHERE active``."""
+CREATE_ATTEMPTS = 3  # read, insert; a lost race re-reads the winner on the next attempt
+
+
 class UnsignedBundle(RuntimeError):
     """A bundle's signature or hash does not verify: it must not be published."""
 
@@ -55,22 +66,57 @@ def content_hash(body: Mapping[str, Any]) -> str:
 
 
 def signing_key(session: Session, box: SecretBox, *, now: datetime) -> SigningKey:
-    """The tenant's active signing key, created on first use."""
-    key = session.scalar(select(SigningKey).where(SigningKey.active).order_by(SigningKey.id.desc()))
-    if key is not None:
-        return key
+    """The tenant's active signing key, created on first use; every caller gets the same one.
+
+    The database keeps at most one active key per tenant (the partial unique index
+    :data:`ONE_ACTIVE_KEY`, migration ``0007_bundle_key_unique``). A first use inserts its new
+    key with ``ON CONFLICT DO NOTHING``: when a concurrent transaction created one first, the
+    insert waits for it, inserts nothing, and the winner's key is read back and returned.
+    """
+    for _attempt in range(CREATE_ATTEMPTS):
+        key = _active_key(session)
+        if key is None:
+            key = _insert_unless_active(session, _new_key_values(box, now=now))
+        if key is not None:
+            return key
+    raise RuntimeError("the tenant's active signing key keeps being retired while read")
+
+
+def _active_key(session: Session) -> SigningKey | None:
+    """The active key of the tenant in scope, or ``None`` before its first use."""
+    return session.scalar(
+        select(SigningKey).where(SigningKey.active).order_by(SigningKey.id.desc()).limit(1)
+    )
+
+
+def _new_key_values(box: SecretBox, *, now: datetime) -> dict[str, Any]:
+    """Column values of a fresh Ed25519 key for the tenant in scope (private half sealed)."""
     private = Ed25519PrivateKey.generate()
     raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    key = SigningKey(
-        key_id=hashlib.sha256(raw_public).hexdigest()[:16],
-        public_key=base64.b64encode(raw_public).decode(),
-        private_sealed=box.seal(base64.b64encode(private.private_bytes_raw()).decode()),
-        active=True,
-        created_at=now,
+    return {
+        "tenant_id": require_tenant_id(),
+        "key_id": hashlib.sha256(raw_public).hexdigest()[:16],
+        "public_key": base64.b64encode(raw_public).decode(),
+        "private_sealed": box.seal(base64.b64encode(private.private_bytes_raw()).decode()),
+        "active": True,
+        "created_at": now,
+    }
+
+
+def _insert_unless_active(session: Session, values: Mapping[str, Any]) -> SigningKey | None:
+    """Insert ``values`` as the active key; ``None`` when the tenant already has one.
+
+    A conflicting insert by a concurrent, uncommitted transaction makes this statement wait
+    for that transaction's end (PostgreSQL row lock on the index entry, SQLite's write lock).
+    """
+    dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
+    stmt = (
+        dialect_insert(SigningKey)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["tenant_id"], index_where=ACTIVE_PREDICATE)
+        .returning(SigningKey)
     )
-    session.add(key)
-    session.flush()
-    return key
+    return session.scalars(stmt).one_or_none()
 
 
 def public_key(session: Session, key_id: str) -> Ed25519PublicKey:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from onecard.platform.cards import blacklist
@@ -51,22 +51,39 @@ class Health:
     alerts: tuple[Alert, ...]
 
 
-def on_hello(session: Session, device: Device, hello: Hello, *, now: datetime) -> None:
-    """A (re)connect: the device is online and holds what the hello says."""
-    device.online, device.state_changed_at, device.last_seen_at = True, now, now
-    device.firmware, device.epoch = hello.firmware, hello.epoch
-    device.config_version = hello.config_version
-    lists.rewind(session, device.id, dict(hello.lists), now=now)
-    session.flush()
+def on_hello(session: Session, device_pk: int, hello: Hello, *, now: datetime) -> None:
+    """A (re)connect: the device is online and holds what the hello says (one UPDATE)."""
+    session.execute(
+        update(Device)
+        .where(Device.id == device_pk)
+        .values(
+            online=True,
+            state_changed_at=now,
+            last_seen_at=now,
+            firmware=hello.firmware,
+            epoch=hello.epoch,
+            config_version=hello.config_version,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    lists.rewind(session, device_pk, dict(hello.lists), now=now)
 
 
-def on_state(session: Session, device: Device, online: bool, *, now: datetime) -> None:
-    """``state`` topic: ``online`` on connect, ``offline`` from the last will."""
-    if device.online != online:
-        device.online, device.state_changed_at = online, now
+def on_state(session: Session, device_pk: int, online: bool, *, now: datetime) -> None:
+    """``state`` topic: ``online`` on connect, ``offline`` from the last will (one UPDATE;
+    ``state_changed_at`` moves only when the state does)."""
+    values: dict[str, object] = {
+        "online": online,
+        "state_changed_at": case((Device.online == online, Device.state_changed_at), else_=now),
+    }
     if online:
-        device.last_seen_at = now
-    session.flush()
+        values["last_seen_at"] = now
+    session.execute(
+        update(Device)
+        .where(Device.id == device_pk)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def on_heartbeat(session: Session, device: Device, hb: Heartbeat, *, now: datetime) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,9 @@ from onecard.platform.devices.models import Device, DeviceListReceipt, DeviceLis
 from onecard.platform.devices.wire import BLACKLIST, ListDelta, ListSnapshotChunk
 from onecard.platform.errors import NotFound
 
+# One hello or heartbeat asks for a device's state row several times: read it once per session
+# (the bridge opens a session per unit of work, so the memo never outlives a transaction's rows).
+_MEMO = "onecard.devices.list_states"
 SNAPSHOT_AFTER = 5000  # versions behind: a snapshot is smaller than the delta
 RESEND_AFTER = timedelta(seconds=30)
 
@@ -58,8 +62,10 @@ def _state(session: Session, device_pk: int, name: str) -> DeviceListState:
     The bridge's workers and its list publisher may both meet a new device at once: the loser
     of the insert race rolls back its savepoint and reads the winner's row.
     """
-    found = _find_state(session, device_pk, name)
+    memo: dict[tuple[int, str], DeviceListState] = session.info.setdefault(_MEMO, {})
+    found = memo.get((device_pk, name)) or _find_state(session, device_pk, name)
     if found is not None:
+        memo[(device_pk, name)] = found
         return found
     try:
         with session.begin_nested():
@@ -68,11 +74,11 @@ def _state(session: Session, device_pk: int, name: str) -> DeviceListState:
             )
             session.add(row)
             session.flush()
-        return row
     except IntegrityError:
-        found = _find_state(session, device_pk, name)
-        assert found is not None
-        return found
+        row = _find_state(session, device_pk, name)  # type: ignore[assignment]
+        assert row is not None
+    memo[(device_pk, name)] = row
+    return row
 
 
 def _find_state(session: Session, device_pk: int, name: str) -> DeviceListState | None:
@@ -83,18 +89,20 @@ def _find_state(session: Session, device_pk: int, name: str) -> DeviceListState 
     )
 
 
-def updates_for(session: Session, device: Device, *, now: datetime) -> list[ListUpdate]:
-    """What ``device`` needs to catch up on its lists; marks it as sent (caller commits)."""
-    st = _state(session, device.id, BLACKLIST)
+def updates_for(
+    session: Session, device_pk: int, device_id: str, *, now: datetime
+) -> list[ListUpdate]:
+    """What the device needs to catch up on its lists; marks it as sent (caller commits)."""
+    st = _state(session, device_pk, BLACKLIST)
     current = blacklist.current_version(session)
     if st.sent_version >= current:
         return []
     base = st.applied_version
     st.sent_version, st.sent_at = current, now
     if current - base > SNAPSHOT_AFTER:
-        return _snapshot(session, device.device_id)
+        return _snapshot(session, device_id)
     delta = _delta(session, base)
-    return [] if delta is None else [ListUpdate(device.device_id, delta)]
+    return [] if delta is None else [ListUpdate(device_id, delta)]
 
 
 def _snapshot(session: Session, device_id: str) -> list[ListUpdate]:
@@ -124,24 +132,15 @@ def due_updates(session: Session, *, now: datetime) -> list[tuple[int, ListUpdat
 
 def _tenant_updates(session: Session, now: datetime) -> list[ListUpdate]:
     current = blacklist.current_version(session)
-    rows = session.execute(
-        select(Device.id, Device.device_id, DeviceListState)
-        .outerjoin(
-            DeviceListState,
-            (DeviceListState.device_pk == Device.id) & (DeviceListState.list_name == BLACKLIST),
-        )
-        .where(Device.online, Device.enabled)
-        .where((DeviceListState.id.is_(None)) | (DeviceListState.sent_version < current))
-    ).all()
+    # A device without a state row has not said hello yet: its hello creates the row and is
+    # answered with what it lacks. Creating rows here too raced the bridge workers' hellos
+    # (two transactions inserting the same keys in different orders deadlock).
+    rows = _behind(session, current)
     if not rows:
         return []
     out: list[ListUpdate] = []
     deltas: dict[int, ListDelta | None] = {}
-    for pk, device_id, st in rows:
-        if st is None:
-            st = _state(session, pk, BLACKLIST)
-            if st.sent_version >= current:
-                continue
+    for _pk, device_id, st in rows:
         base = st.applied_version
         st.sent_version, st.sent_at = current, now
         if current - base > SNAPSHOT_AFTER:
@@ -154,6 +153,23 @@ def _tenant_updates(session: Session, now: datetime) -> list[ListUpdate]:
             out.append(ListUpdate(device_id, delta))
     session.flush()
     return out
+
+
+def _behind(session: Session, current: int) -> list[Any]:
+    """Online devices whose state row is behind ``current``, those rows locked.
+
+    Rows another transaction holds (a bridge worker handling the device's hello or heartbeat)
+    are skipped, not waited for: the next round sends to them. Waiting would deadlock with a
+    worker's transaction that touches several devices' rows in another order."""
+    stmt = (
+        select(Device.id, Device.device_id, DeviceListState)
+        .join(DeviceListState, DeviceListState.device_pk == Device.id)
+        .where(Device.online, Device.enabled, DeviceListState.list_name == BLACKLIST)
+        .where(DeviceListState.sent_version < current)
+        .order_by(Device.id)
+        .with_for_update(skip_locked=True, of=DeviceListState)
+    )
+    return list(session.execute(stmt).all())
 
 
 def _delta(session: Session, base: int) -> ListDelta | None:
@@ -177,6 +193,13 @@ def device_reports(
     A hello or a stale heartbeat also rewinds ``sent_version`` so the distributor resends what
     the device evidently did not get.
     """
+    _report(session, device_pk, versions, now=now, receipt=receipt)
+    session.flush()
+
+
+def _report(
+    session: Session, device_pk: int, versions: dict[str, int], *, now: datetime, receipt: bool
+) -> None:
     for name, version in versions.items():
         if name != BLACKLIST or version < 0:
             continue
@@ -191,7 +214,6 @@ def device_reports(
         stale = st.sent_at is None or now - st.sent_at >= RESEND_AFTER
         if not receipt and (stale or version < st.applied_version):
             st.sent_version = min(st.sent_version, version)
-    session.flush()
 
 
 def device_gap(session: Session, device_pk: int, name: str, held: int, *, now: datetime) -> None:
@@ -207,7 +229,7 @@ def device_gap(session: Session, device_pk: int, name: str, held: int, *, now: d
 def rewind(session: Session, device_pk: int, versions: dict[str, int], *, now: datetime) -> None:
     """After a (re)connect the device holds ``versions`` (it may have lost its store): the
     distributor sends from there."""
-    device_reports(session, device_pk, versions, now=now, receipt=True)
+    _report(session, device_pk, versions, now=now, receipt=True)
     st = _state(session, device_pk, BLACKLIST)
     held = max(versions.get(BLACKLIST, 0), 0)
     st.applied_version = st.sent_version = held

@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onecard.platform.db.base import Base, BigId, IdMixin
@@ -153,7 +163,17 @@ class SigningKey(IdMixin, TenantScoped, Base):
     """The tenant's Ed25519 key for config bundles; the private half is sealed."""
 
     __tablename__ = "device_signing_keys"
-    __table_args__ = (UniqueConstraint("tenant_id", "key_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "key_id"),
+        # One active key per tenant (migration 0007): two first uses cannot both create one.
+        Index(
+            "uq_device_signing_keys_one_active",
+            "tenant_id",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
 
     key_id: Mapped[str] = mapped_column(String(40))
     public_key: Mapped[str] = mapped_column(String(100))

@@ -63,6 +63,7 @@ class DeviceRef:
     module: str | None
     enabled: bool
     clock_offset_ms: int | None
+    site_id: int | None = None
 
 
 def add_device(
@@ -187,7 +188,14 @@ def resolve(session: Session, device_id: str) -> DeviceRef | None:
         if d is None:
             return None
         return DeviceRef(
-            d.id, d.device_id, d.tenant_id, d.kind, d.module, d.enabled, d.clock_offset_ms
+            d.id,
+            d.device_id,
+            d.tenant_id,
+            d.kind,
+            d.module,
+            d.enabled,
+            d.clock_offset_ms,
+            d.site_id,
         )
 
 

@@ -22,20 +22,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from onecard.device_agents.protocol.codes import ALLOW_REASONS, CredentialKind, ReasonCode
 from onecard.platform.actors import Actor
 from onecard.platform.cards.models import Card, CardStatus
-from onecard.platform.devices.ingest import card_of
-from onecard.platform.devices.models import Device, DeviceTap
+from onecard.platform.clock import as_utc
+from onecard.platform.devices.models import DeviceTap
 from onecard.platform.devices.services import DeviceRef
 from onecard.platform.devices.wire import TapDecision as DecisionMessage
 from onecard.platform.devices.wire import TapRequest as TapMessage
 from onecard.platform.errors import InsufficientFunds, OneCardError
-from onecard.platform.ledger.accounts import balance_of, holder_account
+from onecard.platform.ledger.models import Account, AccountType, Balance
 from onecard.platform.ledger.posting import PostingRequest, post
 
 STATUS_REASONS = {
@@ -57,6 +58,7 @@ DISPLAY = {
     ReasonCode.DEVICE_DISABLED: "Terminal disabled",
     ReasonCode.LIMIT_REACHED: "Limit reached",
 }
+PURSE_KIND = "holder.purse"
 _FLAG = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
@@ -144,13 +146,18 @@ def _reason(reason: str) -> ReasonCode:
 def decide(
     session: Session, device: DeviceRef, tap: TapMessage, hooks: Any, *, now: datetime
 ) -> TapOutcome:
-    """Decide ``tap`` and record it (caller commits; then calls ``onecard_tap_completed``)."""
-    first = session.scalar(
-        select(DeviceTap).where(DeviceTap.device_pk == device.pk, DeviceTap.req_id == tap.req_id)
-    )
+    """Decide ``tap`` and record it (caller commits; then calls ``onecard_tap_completed``).
+
+    The reads and the tap row go through Core statements with the tenant written out (the tap
+    is the hottest path of the platform: an ORM round per read cost more than the database).
+    A concurrent decision of the same ``(device, req_id)`` by another bridge raises
+    :class:`TapRaced` after this one's postings: the caller rolls back and asks again, and the
+    replay check then returns the first decision.
+    """
+    first = _first_reply(session, device, tap.req_id)
     if first is not None:
-        return _from_row(first)
-    card = card_of(session, tap.credential.kind, tap.credential.value)
+        return first
+    card = card_facts(session, device.tenant_id, tap.credential.kind, tap.credential.value)
     if not device.enabled:
         return _finish(session, device, tap, card, _deny(ReasonCode.DEVICE_DISABLED), (), now)
     if card is None:
@@ -161,7 +168,7 @@ def decide(
     request = _request(session, device, tap, card, now)
     decision = combine(hooks.onecard_authorize_tap(tap=request) if hooks is not None else [])
     entries: tuple[int, ...] = ()
-    if decision.allow:
+    if decision.allow and decision.postings:
         try:
             with session.begin_nested():
                 entries = _post(session, device, decision.postings, now)
@@ -175,6 +182,73 @@ def decide(
         hooks.onecard_tap_recorded(tap=request, decision=outcome, session=session)
         session.flush()
     return outcome
+
+
+class TapRaced(Exception):
+    """Another transaction recorded the same ``(device, req_id)`` first: roll back, retry."""
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What a tap decision needs of a card (read without loading the ORM object)."""
+
+    id: int
+    card_no: str
+    person_id: int
+    status: str
+    expires_at: datetime | None
+
+
+def _card_query(match: Any) -> Any:
+    cols = (Card.id, Card.card_no, Card.person_id, Card.status, Card.expires_at)
+    return select(*cols).where(Card.tenant_id == bindparam("tid"), match).limit(1)
+
+
+# Built once: the statement objects keep their compiled form and cache key between taps.
+_CARD_BY = {
+    CredentialKind.UID: _card_query(Card.uid == bindparam("value")),
+    CredentialKind.CARD_NO: _card_query(Card.card_no == bindparam("value")),
+}
+_FIRST_REPLY = select(
+    DeviceTap.req_id, DeviceTap.allow, DeviceTap.reason, DeviceTap.entry_ids, DeviceTap.reply
+).where(DeviceTap.device_pk == bindparam("pk"), DeviceTap.req_id == bindparam("req_id"))
+_PURSE = (
+    select(Account.type, Balance.raw_fen)
+    .outerjoin(Balance, Balance.account_id == Account.id)
+    .where(
+        Account.tenant_id == bindparam("tid"),
+        Account.owner_type == "person",
+        Account.owner_id == bindparam("person_id"),
+        Account.kind == PURSE_KIND,
+    )
+    .limit(1)
+)
+_INSERT_TAP = {
+    dialect: insert(DeviceTap)
+    .on_conflict_do_nothing(index_elements=["device_pk", "req_id"])
+    .returning(DeviceTap.id)
+    for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
+def card_facts(
+    session: Session, tenant_id: int, kind: CredentialKind, value: str
+) -> CardFacts | None:
+    """The card a credential names (by UID or card number) in ``tenant_id``, or ``None``."""
+    stmt = _CARD_BY.get(kind)
+    if stmt is None:
+        return None
+    value = value.upper() if kind is CredentialKind.UID else value
+    row = session.connection().execute(stmt, {"tid": tenant_id, "value": value}).first()
+    if row is None:
+        return None
+    return CardFacts(row[0], row[1], row[2], row[3], as_utc(row[4]) if row[4] else None)
+
+
+def _first_reply(session: Session, device: DeviceRef, req_id: str) -> TapOutcome | None:
+    params = {"pk": device.pk, "req_id": req_id}
+    row = session.connection().execute(_FIRST_REPLY, params).first()
+    return None if row is None else _replayed(row[0], row[1], row[2], row[3], row[4])
 
 
 def combine(decisions: Sequence[Any]) -> TapDecision:
@@ -201,7 +275,7 @@ def _display(reason: str) -> str:
         return reason
 
 
-def _core_checks(card: Card, now: datetime) -> ReasonCode | None:
+def _core_checks(card: CardFacts, now: datetime) -> ReasonCode | None:
     if card.status != CardStatus.ACTIVE.value:
         return STATUS_REASONS.get(card.status, ReasonCode.CARD_LOST)
     if card.expires_at is not None and card.expires_at <= now:
@@ -210,15 +284,14 @@ def _core_checks(card: Card, now: datetime) -> ReasonCode | None:
 
 
 def _request(
-    session: Session, d: DeviceRef, tap: TapMessage, card: Card, now: datetime
+    session: Session, d: DeviceRef, tap: TapMessage, card: CardFacts, now: datetime
 ) -> TapRequest:
-    dev = session.get(Device, d.pk)
     return TapRequest(
         tenant_id=d.tenant_id,
         device_id=d.device_id,
         device_kind=d.kind,
         module=d.module,
-        site_id=dev.site_id if dev else None,
+        site_id=d.site_id,
         req_id=tap.req_id,
         card_id=card.id,
         card_no=card.card_no,
@@ -245,12 +318,12 @@ def _finish(
     session: Session,
     d: DeviceRef,
     tap: TapMessage,
-    card: Card | None,
+    card: CardFacts | None,
     decision: TapDecision,
     entries: tuple[int, ...],
     now: datetime,
 ) -> TapOutcome:
-    balance = _balance(session, card, now) if card is not None else None
+    balance = purse_balance(session, d.tenant_id, card.person_id) if card is not None else None
     outcome = TapOutcome(
         tap.req_id,
         decision.allow,
@@ -260,51 +333,60 @@ def _finish(
         entries,
         detail=decision.detail,
     )
-    row = DeviceTap(
-        device_pk=d.pk,
-        req_id=tap.req_id,
-        card_no=(card.card_no if card else tap.credential.value)[:32],
-        card_id=card.id if card else None,
-        allow=decision.allow,
-        reason=decision.reason[:40],
-        amount_fen=tap.amount,
-        entry_ids=list(entries),
-        reply=outcome.message().model_dump(mode="json", by_alias=True, exclude_none=True),
-        decided_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:  # another bridge decided the same request first
-        first = session.scalar(
-            select(DeviceTap).where(DeviceTap.device_pk == d.pk, DeviceTap.req_id == tap.req_id)
-        )
+    values = {
+        "tenant_id": d.tenant_id,
+        "device_pk": d.pk,
+        "req_id": tap.req_id,
+        "card_no": (card.card_no if card else tap.credential.value)[:32],
+        "card_id": card.id if card else None,
+        "allow": decision.allow,
+        "reason": decision.reason[:40],
+        "amount_fen": tap.amount,
+        "entry_ids": list(entries),
+        "reply": outcome.message().model_dump(mode="json", by_alias=True, exclude_none=True),
+        "decided_at": now,
+    }
+    conn = session.connection()
+    if conn.execute(_INSERT_TAP[conn.dialect.name], values).first() is None:
+        # Another bridge decided the same request since the replay check. Without postings
+        # nothing of ours needs undoing: answer with its decision; else roll back and retry.
+        if entries:
+            raise TapRaced(tap.req_id)
+        first = _first_reply(session, d, tap.req_id)
         assert first is not None
-        return _from_row(first)
+        return first
     return outcome
 
 
-def _balance(session: Session, card: Card, now: datetime) -> int | None:
-    try:
-        return balance_of(session, holder_account(session, card.person_id, "holder.purse", now=now))
-    except OneCardError:
+def purse_balance(session: Session, tenant_id: int, person_id: int) -> int | None:
+    """The holder's purse balance in fen (what a terminal displays); ``None`` without a purse."""
+    if session.new or session.dirty:
+        session.flush()  # the reads below go past the ORM: a module's pending writes first
+    params = {"tid": tenant_id, "person_id": person_id}
+    row = session.connection().execute(_PURSE, params).first()
+    if row is None:
         return None
+    return (row[1] or 0) * AccountType(row[0]).sign
 
 
-def _from_row(row: DeviceTap) -> TapOutcome:
-    r = row.reply
+def _replayed(
+    req_id: str, allow: bool, reason: str, entry_ids: list[Any], r: dict[str, Any]
+) -> TapOutcome:
     balance = r.get("balance")
     return TapOutcome(
-        row.req_id,
-        row.allow,
-        row.reason,
+        req_id,
+        allow,
+        reason,
         str(r.get("display", "")),
         balance if isinstance(balance, int) else None,
-        tuple(row.entry_ids),
+        tuple(entry_ids),
         replayed=True,
         detail=str(r.get("detail", "")),
     )
+
+
+def _from_row(row: DeviceTap) -> TapOutcome:
+    return _replayed(row.req_id, row.allow, row.reason, row.entry_ids, row.reply)
 
 
 def reply_of(row: DeviceTap) -> DecisionMessage:

@@ -166,7 +166,7 @@ def refund(ctx: Ctx, person_id: int) -> Any:
         )
     except OneCardError as exc:
         ctx.session.rollback()
-        errors["refund_amount"] = exc.message
+        errors.add_domain(exc, "refund_amount")
         return _holder_page(ctx, person, errors, values)
     if outcome.pending:
         assert outcome.approval is not None

@@ -12,6 +12,7 @@ from onecard.platform.errors import OneCardError
 from onecard.web.console.core import Ctx, bp, page, render, to
 from onecard.web.console.forms import Pager, confirm_page, confirmed, paging
 from onecard.web.console.i18n import yuan
+from onecard.web.console.messages import localise
 
 STATUSES = ("pending", "approved", "rejected")
 
@@ -66,7 +67,7 @@ def approval_decide(ctx: Ctx, approval_id: int, decision: str) -> Any:
         approvals.decide(ctx.session, approval, approve, actor=ctx.actor, now=ctx.now, note=note)
     except OneCardError as exc:
         ctx.session.rollback()
-        flash(exc.message, "error")
+        flash(localise(exc.message), "error")
         return to("console.approvals")
     flash(_("Request approved.") if approve else _("Request rejected."), "success")
     return to("console.approvals", status="pending")

@@ -28,6 +28,7 @@ from onecard.web.console.forms import (
     paging,
     parse_yuan,
 )
+from onecard.web.console.messages import localise
 
 KINDS = tuple(k.value for k in CardKind)
 STATUSES = tuple(s.value for s in CardStatus)
@@ -136,7 +137,7 @@ def _done(card: Card, message: str) -> Any:
 
 
 def _refused(card: Card, exc: OneCardError) -> Any:
-    flash(exc.message, "error")
+    flash(localise(exc.message), "error")
     return to("console.card_detail", card_id=card.id)
 
 

@@ -43,6 +43,7 @@ from onecard.platform.errors import OneCardError, PermissionDenied
 from onecard.platform.manifest import MenuItem
 from onecard.platform.tenants import services as tenants
 from onecard.platform.tenants.models import Site, Tenant
+from onecard.web.console.messages import localise
 from onecard.web.console.security import add_headers, check_csrf, csrf_token
 from onecard.web.state import state
 
@@ -242,7 +243,7 @@ def _domain_error(exc: OneCardError) -> tuple[str, int]:
     g.pop("ctx", None)  # the view's session and tenant scope are gone: no menu on this page
     status = 403 if isinstance(exc, PermissionDenied) else exc.status
     title = _("Not allowed") if status == 403 else _("Something is wrong")
-    return render_template("console/error.html", title=title, message=exc.message), status
+    return render_template("console/error.html", title=title, message=localise(exc.message)), status
 
 
 @bp.errorhandler(HTTPException)

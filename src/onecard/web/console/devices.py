@@ -34,16 +34,21 @@ from onecard.platform.errors import OneCardError
 from onecard.platform.tenants.models import Site
 from onecard.web.console.core import Ctx, bp, page, render, to
 from onecard.web.console.forms import Pager, confirm_page, confirmed, paging
+from onecard.web.console.messages import N_, localise
 
 VIEW, MANAGE = "devices.view", "devices.manage"
 FILTERS = ("kind", "module", "site_id", "state", "attention", "q")
 # The operator's commands on the device page (the protocol has more; these are the everyday ones).
 COMMANDS = {
-    "open_door": "Open the door",
-    "sync_time": "Synchronise the clock",
-    "resend_records": "Resend records",
+    "open_door": N_("Open the door"),
+    "sync_time": N_("Synchronise the clock"),
+    "resend_records": N_("Resend records"),
 }
 POLICY = health.HealthPolicy()
+# Each row's health is a few queries (health.assess reads heartbeats, list state and record
+# gaps per device): pages are kept short so the list answers within the console's 200 ms at
+# p95 (docs/benchmarks.md, "Console").
+PAGE_ROWS, MOST_ROWS = 20, 50
 
 
 def mask(card_no: str | None) -> str:
@@ -109,7 +114,7 @@ def _choices(ctx: Ctx) -> dict[str, list[Any]]:
 @page(VIEW)
 def devices_list(ctx: Ctx) -> Any:
     """Terminals with health, last seen, clock, unsent records, storage and versions."""
-    limit, offset = paging()
+    limit, offset = paging(PAGE_ROWS, MOST_ROWS)
     values = _filters()
     current = blacklist.current_version(ctx.session)
     stmt = _filtered(ctx, values, current)
@@ -118,7 +123,8 @@ def devices_list(ctx: Ctx) -> Any:
     found = list(ctx.session.scalars(select(Device).where(Device.id.in_(ids)))) if ids else []
     devices = sorted(found, key=lambda d: d.device_id)
     applied = _applied_versions(ctx, ids)
-    site_names = {sid: name for sid, name in _choices(ctx)["sites"]}
+    choices = _choices(ctx)
+    site_names = {sid: name for sid, name in choices["sites"]}
     rows = [
         {
             "device": d,
@@ -134,7 +140,7 @@ def devices_list(ctx: Ctx) -> Any:
         current=current,
         pager=Pager(total, limit, offset),
         values=values,
-        choices=_choices(ctx),
+        choices=choices,
     )
 
 
@@ -226,7 +232,7 @@ def device_command(ctx: Ctx, dev: str) -> Any:
             ctx.session, device, name, {}, actor=ctx.actor, now=ctx.now
         )
     except OneCardError as exc:
-        flash(exc.message, "error")
+        flash(localise(exc.message), "error")
         return to("console.devices_detail", dev=device.device_id)
     flash(_("Command %(name)s queued (%(id)s).", name=name, id=cmd.cmd_id[:8]), "success")
     return to("console.devices_detail", dev=device.device_id)

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import render_template, request, url_for
+from flask_babel import gettext as _
 from pydantic import BaseModel, ValidationError
 
 from onecard.platform.errors import OneCardError
 from onecard.platform.money import Money
+from onecard.web.console.messages import localise
 
 M = TypeVar("M", bound=BaseModel)
 PAGE_SIZES = (20, 50, 100, 200)
@@ -20,16 +22,18 @@ PAGE_SIZES = (20, 50, 100, 200)
 class FormErrors(dict[str, str]):
     """Field name → message; ``""`` is the key of errors about the whole form."""
 
-    def add_domain(self, exc: OneCardError) -> None:
-        """File a platform error under its ``field`` (or the whole form)."""
-        self[str(exc.details.get("field") or "")] = exc.message
+    def add_domain(self, exc: OneCardError, field: str | None = None) -> None:
+        """File a platform error under ``field``, else its own ``field``, else the whole form
+        (in the operator's language)."""
+        where = field if field is not None else str(exc.details.get("field") or "")
+        self[where] = localise(exc.message)
 
     def add_validation(self, exc: ValidationError) -> None:
-        """File each pydantic error under its first location part."""
+        """File each pydantic error under its first location part (in the operator's
+        language)."""
         for err in exc.errors(include_url=False, include_input=False):
             where = str(err["loc"][0]) if err["loc"] else ""
-            message = err["msg"].removeprefix("Value error, ")
-            self.setdefault(where, message)
+            self.setdefault(where, localise(err["msg"]))
 
 
 def form_values(*names: str) -> dict[str, str]:
@@ -56,15 +60,15 @@ def _json(data: dict[str, Any]) -> str:
 def parse_yuan(text: str, field: str, errors: FormErrors, *, positive: bool = True) -> int | None:
     """``"12.50"`` → 1250 fen, or an error filed under ``field``."""
     if not text:
-        errors[field] = "required"
+        errors[field] = _("required")
         return None
     try:
         fen = Money.parse(text).fen
     except OneCardError as exc:
-        errors[field] = exc.message
+        errors.add_domain(exc, field)
         return None
     if positive and fen <= 0:
-        errors[field] = "must be more than 0"
+        errors[field] = _("must be more than 0")
         return None
     return fen
 
@@ -107,14 +111,15 @@ class Pager:
         return url_for(request.endpoint, **(request.view_args or {}), **args)
 
 
-def paging() -> tuple[int, int]:
-    """``(limit, offset)`` from the query string, clamped to sane values."""
+def paging(default: int = 50, most: int = 200) -> tuple[int, int]:
+    """``(limit, offset)`` from the query string (``default`` rows a page, at most ``most``),
+    clamped to sane values."""
     try:
-        limit = int(request.args.get("limit", "50"))
+        limit = int(request.args.get("limit", str(default)))
         offset = int(request.args.get("offset", "0"))
     except ValueError:
-        limit, offset = 50, 0
-    return max(1, min(limit, 200)), max(0, min(offset, 10**9))
+        limit, offset = default, 0
+    return max(1, min(limit, most)), max(0, min(offset, 10**9))
 
 
 def confirmed() -> bool:

@@ -15,6 +15,7 @@ from flask_babel import Babel, get_locale
 from flask_babel import lazy_gettext as _l
 
 from onecard.platform.money import Money
+from onecard.web.console.messages import localise
 
 LANGUAGES = {"zh": "中文", "en": "English"}
 DEFAULT_LANGUAGE = "zh"
@@ -65,6 +66,9 @@ VOCABULARY = (
     _l("inserting"),
     _l("done"),
     _l("failed"),
+    _l("ok"),  # a device's health
+    _l("warning"),
+    _l("critical"),
 )
 
 
@@ -97,5 +101,6 @@ def init_i18n(app: Flask) -> None:
     Babel(app, locale_selector=select_locale, default_translation_directories="translations")
     app.jinja_env.filters["yuan"] = yuan
     app.jinja_env.filters["local_time"] = local_time
+    app.jinja_env.filters["localise"] = localise
     app.jinja_env.globals["current_locale"] = lambda: str(get_locale())
     app.jinja_env.globals["LANGUAGES"] = LANGUAGES

@@ -134,7 +134,7 @@ def settings_site(ctx: Ctx) -> Any:
             now=ctx.now,
         )
     except OneCardError as exc:
-        errors[f"site_{exc.details.get('field') or ''}"] = exc.message
+        errors.add_domain(exc, f"site_{exc.details.get('field') or ''}")
         return _page(ctx, errors, {"site": values})
     flash(_("Site added."), "success")
     return to("console.settings")
@@ -157,7 +157,7 @@ def settings_org_unit(ctx: Ctx) -> Any:
             site_id=int(values["site_id"]) if values["site_id"].isdigit() else None,
         )
     except OneCardError as exc:
-        errors[f"unit_{exc.details.get('field') or ''}"] = exc.message
+        errors.add_domain(exc, f"unit_{exc.details.get('field') or ''}")
         return _page(ctx, errors, {"unit": values})
     flash(_("Org unit added."), "success")
     return to("console.settings")

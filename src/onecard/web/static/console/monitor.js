@@ -33,11 +33,12 @@
       row.dataset.kind = kind;
       row.dataset.device = ev.device || "";
       row.dataset.decision = kind === "tap" ? (ev.allow ? "allow" : "deny") : "";
+      row.dataset.source = kind === "tap" ? "tap" : (ev.source || "device");
       row.className = kind === "tap" ? (ev.allow ? "ok" : "denied") : "alarm s-" + ev.severity;
       cell(row, new Date(ev.at).toLocaleString());
       cell(row, kind === "tap" ? table.dataset.tap : table.dataset.alarm);
       cell(row, ev.device);
-      cell(row, kind === "tap" ? ev.card : "");
+      cell(row, ev.card || "");
       cell(row, kind === "tap" ? (ev.allow ? table.dataset.allowed : table.dataset.denied) : ev.severity);
       cell(row, kind === "tap" ? ev.reason : ev.code + ": " + ev.message);
       cell(row, kind === "tap" ? ev.amount : "", "num");
