@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from onecard.modules.canteen import recordflow, setup
 from onecard.modules.canteen.models import Sale
 from onecard.modules.canteen.rules import Allowance, HolderRule
+from onecard.modules.canteen.settlement import PosReport, settle_day
 from onecard.platform.audit.models import AuditEvent
 from onecard.platform.devices import services as devices
 from onecard.platform.devices import taps
@@ -131,3 +132,18 @@ def test_a_replayed_or_reprocessed_record_of_a_tap_allowed_online_changes_nothin
     assert (count(world, Sale), count(world, Entry)) == (sales, entries)
     assert count(world, AuditEvent) == events + 1  # the reprocess run itself
     assert world.balances(card) == {"subsidy": 0, "purse": 3800, "merchant": 1200}
+
+
+def test_settlement_counts_a_sale_decided_online_once(world, at, terminals, upload):
+    card, t = ready(world, at, terminals)
+    tap_online(world, t, card, "t1", at)
+    upload(t, [sold_offline(t, card, "t1", at)])
+    [copy] = offline_sales(world)
+    reports = {t.row.device_id: PosReport(1, 1200)}  # the POS sold once (it never got the answer)
+
+    statement = settle_day(
+        world.session, world.merchant, copy.business_day, reports, actor=world.actor, now=at(22)
+    )
+
+    assert statement.status == "balanced", statement.exceptions
+    assert (statement.sales_count, statement.gross_fen, statement.ledger_fen) == (1, 1200, 1200)

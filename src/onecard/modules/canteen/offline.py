@@ -56,6 +56,7 @@ from onecard.platform.ledger.accounts import tenant_account
 from onecard.platform.ledger.posting import LineSpec, PostingRequest, post
 
 OFFLINE_CODE = "canteen.offline_meal"
+DECIDED_ONLINE = "decided_online"  # flag of an offline copy of a sale the platform made online
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def _flags(
     """The platform's flags plus canteen's own, each once."""
     flags = list(item.flags)
     if online is not None:
-        flags.append("decided_online")  # charged by the online decision: recorded, never posted
+        flags.append(DECIDED_ONLINE)  # charged by the online decision: recorded, never posted
     if card is None:
         flags.append("unknown_card")
     elif card.status != CardStatus.ACTIVE.value:

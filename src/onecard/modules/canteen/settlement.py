@@ -23,6 +23,7 @@ from sqlalchemy.sql.selectable import CompoundSelect
 from onecard.modules.canteen import rules
 from onecard.modules.canteen.context import audit_event, get_or_raise
 from onecard.modules.canteen.models import Merchant, Pos, Refund, Sale, Settlement
+from onecard.modules.canteen.offline import DECIDED_ONLINE
 from onecard.platform.actors import Actor
 from onecard.platform.ledger.models import Entry, Line
 from onecard.platform.tenants.models import Site
@@ -54,11 +55,15 @@ def settle_day(
     )
     if earlier is not None:
         return earlier
-    sales = list(
-        session.scalars(
+    # An offline copy of a sale the platform already made online is a fact of the POS, not a
+    # second sale: counting it would double the day's takings.
+    sales = [
+        s
+        for s in session.scalars(
             select(Sale).where(Sale.merchant_id == merchant.id, Sale.business_day == day)
         )
-    )
+        if DECIDED_ONLINE not in (s.flags or [])
+    ]
     refunds = list(
         session.scalars(
             select(Refund).where(Refund.merchant_id == merchant.id, Refund.business_day == day)
