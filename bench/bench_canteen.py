@@ -25,7 +25,7 @@ At the end the books are asserted: every allowed online tap has exactly one onli
 ledger entry (a denied one neither), the POS saw as many allowed online sales as the platform
 holds, and ``ledger.reconcile.verify`` passes for the tenant.
 
-Usage: .venv/bin/python bench/bench_canteen.py [--pos 200] [--rates 50,100,200,400]
+Usage: .venv/bin/python bench/bench_canteen.py [--pos 200] [--rates 10,25,50,100,200,400]
                                                [--seconds 10] [--warmup 3]
                                                [--backends sqlite,postgres]
 """
@@ -242,7 +242,7 @@ def committed(sf: Any, tid: int) -> tuple[int, int]:
 
 def books(sf: Any, tid: int) -> dict[str, Any]:
     """Match every online tap with its sale and entry; verify the tenant's ledger."""
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from onecard.modules.canteen.models import Sale
     from onecard.platform.db.tenancy import tenant_scope
@@ -266,11 +266,13 @@ def books(sf: Any, tid: int) -> dict[str, Any]:
             problems += _mismatch(tap, sale, entry)
         problems += [f"online sale {key} has no tap" for key in sales]
         problems += [f"entry {key} has no tap" for key in entries]
+        offline = s.scalar(select(func.count(Sale.id)).where(Sale.source == "offline")) or 0
         report = verify(s)
     allowed = sum(1 for _d, t in taps if t.allow)
     return {
         "allowed": allowed,
         "denied": len(taps) - allowed,
+        "offline": int(offline),
         "problems": problems,
         "ledger": report,
     }
@@ -480,7 +482,8 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
     report = held["ledger"]
     print(
         f"[{name}] books: {held['allowed']} allowed online taps (POS saw {seen}), "
-        f"{held['denied']} denied, {len(held['problems'])} problems; ledger {report.entries} "
+        f"{held['denied']} denied, {held['offline']} offline sales (timed-out answers "
+        f"uploaded as records), {len(held['problems'])} problems; ledger {report.entries} "
         f"entries, {report.lines} lines, ok={report.ok}",
         flush=True,
     )
@@ -544,7 +547,7 @@ def table(results: list[dict[str, Any]]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pos", type=int, default=200, help="simulated POS terminals")
-    p.add_argument("--rates", default="50,100,200,400", help="offered sales per second")
+    p.add_argument("--rates", default="10,25,50,100,200,400", help="offered sales per second")
     p.add_argument("--seconds", type=float, default=10.0, help="measured window per rate")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up per rate")
     p.add_argument("--timeout", type=float, default=2.0, help="POS answer timeout, s")

@@ -209,3 +209,16 @@ def test_card_allowance_overrides_the_class_allowance(world, at):
     setup.set_card_allowance(world.session, card, Allowance(500, 1), actor=world.actor, now=at(8))
 
     assert context.offline_allowance(world.session, card) == Allowance(500, 1)
+
+
+def test_a_rule_changed_in_the_same_transaction_applies_to_the_next_sale(world, at):
+    """Set-up rows are read once per transaction (a bridge chunk); a change is never missed."""
+    card = world.holder()
+    assert sell(world, world.free, card, at(12), list_fen=2000).allow
+    setup.set_rule(
+        world.session, "staff", HolderRule(per_day_limit_fen=2500), actor=world.actor, now=at(12)
+    )
+
+    second = sell(world, world.free, card, at(12, 5), list_fen=1000)
+
+    assert (second.allow, second.code) == (False, "LIMIT_REACHED")

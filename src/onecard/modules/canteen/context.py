@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from onecard.modules.canteen import rules
@@ -65,8 +65,33 @@ def context_for(session: Session, pos: Pos, person_id: int | None, at: datetime)
     return SaleContext(merchant, site.timezone, period, day, rule, usage)
 
 
+_MEMO = "onecard.canteen.setup_rows"
+
+
+def _memo(session: Session, name: str) -> dict[Any, Any]:
+    """A cache of set-up rows (periods, rules) for one transaction: a bridge handles a chunk
+    of taps in one transaction, and every tap of it reads the same few set-up rows. Emptied
+    when the transaction ends (`_forget`), so a change committed since is always seen."""
+    memo: dict[str, dict[Any, Any]] = session.info.setdefault(_MEMO, {})
+    return memo.setdefault(name, {})
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def forget_setup(session: Session) -> None:
+    """Drop the transaction's memo of set-up rows (also called by the set-up services)."""
+    session.info.pop(_MEMO, None)
+
+
 def periods_of(session: Session, site_id: int) -> list[rules.MealPeriod]:
-    """The meal periods of a site, earliest first."""
+    """The meal periods of a site, earliest first (read once per session)."""
+    memo = _memo(session, "periods")
+    if site_id not in memo:
+        memo[site_id] = _read_periods(session, site_id)
+    return list(memo[site_id])
+
+
+def _read_periods(session: Session, site_id: int) -> list[rules.MealPeriod]:
     rows = session.scalars(
         select(MealPeriodRow).where(MealPeriodRow.site_id == site_id).order_by(MealPeriodRow.starts)
     )
@@ -107,7 +132,11 @@ def _rule_row(session: Session, person_id: int | None) -> HolderRuleRow | None:
     if person_id is None:
         return None
     cls = session.scalar(select(Person.identity_class).where(Person.id == person_id))
-    return session.scalar(select(HolderRuleRow).where(HolderRuleRow.identity_class == cls))
+    memo = _memo(session, "rules")
+    if cls not in memo:
+        memo[cls] = session.scalar(select(HolderRuleRow).where(HolderRuleRow.identity_class == cls))
+    found: HolderRuleRow | None = memo[cls]
+    return found
 
 
 def live_sales(session: Session) -> Any:

@@ -176,7 +176,8 @@ def record_sale(
     paid_from: str = PAID_FROM_ACCOUNTS,
     clearing_record_id: int | None = None,
 ) -> Sale:
-    """Append the sale (a fact) and its audit event ``canteen.sale.<source>``.
+    """Append the sale (a fact) and, when an operator made it, its audit event
+    ``canteen.sale.<source>`` (a terminal's sales are facts enough: this row and its entry).
 
     ``record_id`` links the uploaded device record an offline sale came from; a sale paid from
     the CPU card's own purse says so in ``paid_from`` and links its clearing record.
@@ -218,7 +219,12 @@ def record_sale(
         "paid_from": paid_from,
         "flags": list(flags),
     }
-    audit_event(session, f"canteen.sale.{source}", sale.id, data, actor, now, obj="canteen_sale")
+    if actor.type != "device":
+        # A terminal's sale is a fact (this row and its ledger entry), not an operator action:
+        # an audit event per tap also serialised every sale of a tenant on the audit chain.
+        audit_event(
+            session, f"canteen.sale.{source}", sale.id, data, actor, now, obj="canteen_sale"
+        )
     return sale
 
 

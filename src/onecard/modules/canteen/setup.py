@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onecard.modules.canteen import rules
-from onecard.modules.canteen.context import audit_event
+from onecard.modules.canteen.context import audit_event, forget_setup
 from onecard.modules.canteen.models import (
     HolderRuleRow,
     MealPeriodRow,
@@ -117,6 +117,7 @@ def set_meal_periods(
     session.flush()
     data = {"periods": [[r.key, r.starts, r.ends] for r in rows]}
     audit_event(session, "canteen.meal_periods.set", site.id, data, actor, now, obj="site")
+    forget_setup(session)  # a memo of this transaction must not outlive the change
     return rows
 
 
@@ -147,6 +148,7 @@ def set_rule(
     session.flush()
     data = {"identity_class": identity_class, "rule": rule.__dict__, "offline": offline}
     audit_event(session, "canteen.rule.set", row.id, data, actor, now, obj="canteen_rule")
+    forget_setup(session)
     return row
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import random
 import socket
 import threading
 import time
@@ -25,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -34,6 +35,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from onecard.device_agents.protocol.codes import CommandName, ReasonCode
@@ -87,7 +89,10 @@ Out = BaseModel  # a protocol message; its topic (and retain flag) follow from i
 # The one route that changes a field of DeviceRef (the clock offset): re-read after it.
 REF_ROUTES = frozenset({"up/heartbeat"})
 RECEIVE_MAXIMUM = 1000  # unacked messages the broker may send us (acked per chunk, after commit)
-MAX_SINGLES = 50  # other messages sharing one transaction (row locks held for its length)
+MAX_SINGLES = 50
+TX_ATTEMPTS = 4  # runs of a shared transaction the database failed as a deadlock victim
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+T = TypeVar("T")  # other messages sharing one transaction (row locks held for its length)
 BATCHED_ROUTES = frozenset({"up/tap", "up/records"})  # handled in shared transactions
 WAKE_ROUTES = frozenset({"state", "up/hello", "up/receipt"})  # may make list/command updates due
 
@@ -368,43 +373,79 @@ class Bridge:
         """Handle ``(topic, payload)`` messages one by one in one transaction.
 
         Each message runs in a savepoint, so one that fails (refused or broken) rolls back
-        only its own writes and is answered at once; the rest commit together and are answered
-        after the commit. When the commit itself fails, several messages are handled again
-        one at a time, and a single message is answered ``internal_error``."""
-        done: list[_Done] = []
-        with self.sessions() as session:
-            for topic_name, payload in items:
-                result = self._single(session, topic_name, payload)
-                if result is not None:
-                    done.append(result)
-            try:
-                session.commit()
-            except Exception:
-                session.rollback()
-                if len(items) > 1:
-                    log.warning("bridge: a batch of %d messages failed; one by one", len(items))
-                    for one in items:
-                        self._safe(lambda o=one: self.handle_singles([o]))  # type: ignore[misc]
-                    return
-                log.exception("bridge: committing %s failed", items[0][0][:120])
-                for d in done:
-                    self._count(d.route.suffix, "error")
-                    reply = d.route.expects_reply
-                    self._error(d.device, d.route.suffix, "internal_error", "", d.payload, reply)
+        only its own writes and is answered ``error`` after the transaction; the rest commit
+        together and are answered after the commit. A deadlock or serialisation failure runs
+        the transaction again (:meth:`transaction`); any other failure of the transaction
+        handles several messages again one at a time, or answers a single one
+        ``internal_error``."""
+        try:
+            results = self.transaction(
+                lambda session: [self._single(session, t, p) for t, p in items]
+            )
+        except Exception:
+            if len(items) > 1:
+                log.warning("bridge: a batch of %d messages failed; one by one", len(items))
+                for one in items:
+                    self._safe(lambda o=one: self.handle_singles([o]))  # type: ignore[misc]
                 return
-        for d in done:
-            self._count(d.route.suffix, "ok")
-            for message in d.out:
-                self.send(d.device.device_id, message)
-            for fn in d.after_commit:
-                self._safe(fn)
-            if d.route.suffix in REF_ROUTES:
-                self._refs.pop(d.device.device_id, None)  # the route changed the cached entry
-            if d.route.suffix in WAKE_ROUTES:
-                self._wake.set()
+            log.exception("bridge: handling %s failed", items[0][0][:120])
+            self._failed(*items[0])
+            return
+        for result in results:
+            if isinstance(result, _Done):
+                self._answer(result)
+            elif result is not None:
+                result()  # a refusal, answered now that the transaction is over
 
-    def _single(self, session: Session, topic_name: str, payload: bytes) -> _Done | None:
-        """Route one message inside a savepoint; ``None`` when it was refused (and answered)."""
+    def _failed(self, topic_name: str, payload: bytes) -> None:
+        """Count a message whose transaction failed and answer ``internal_error`` if its
+        device waits for a reply."""
+        device_id, _, rest = topic_name.removeprefix("oc/v1/").partition("/")
+        route = self.routes.get(rest)
+        self._count((route.suffix if route else "unknown")[:40], "error")
+        if route is None or not route.expects_reply:
+            return
+        with self.sessions() as session:
+            device = self._resolve(session, device_id, cached=True)
+        if device is not None:
+            self._error(device, route.suffix, "internal_error", "", payload, True)
+
+    def _answer(self, d: _Done) -> None:
+        self._count(d.route.suffix, "ok")
+        for message in d.out:
+            self.send(d.device.device_id, message)
+        for fn in d.after_commit:
+            self._safe(fn)
+        if d.route.suffix in REF_ROUTES:
+            self._refs.pop(d.device.device_id, None)  # the route changed the cached entry
+        if d.route.suffix in WAKE_ROUTES:
+            self._wake.set()
+
+    def transaction(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a new session and commit. When the database chose the transaction
+        as a deadlock victim (or failed it to keep serialisability), roll back and run it
+        again, up to ``TX_ATTEMPTS`` times: two workers' chunks can post to the same ledger
+        accounts in different orders, and retrying is how such a conflict resolves."""
+        for attempt in range(1, TX_ATTEMPTS + 1):
+            with self.sessions() as session:
+                try:
+                    result = work(session)
+                    session.commit()
+                    return result
+                except Exception as exc:
+                    session.rollback()
+                    if attempt == TX_ATTEMPTS or not _transient(exc):
+                        raise
+            self._count("bridge", "retried")
+            time.sleep(random.uniform(0.002, 0.02) * attempt)  # let the other one finish
+        raise AssertionError("unreachable")
+
+    def _single(
+        self, session: Session, topic_name: str, payload: bytes
+    ) -> _Done | Callable[[], None] | None:
+        """Route one message inside a savepoint. Returns what to do after the transaction: the
+        routed message, or its refusal (a callable that answers it); ``None`` when there is
+        nobody to answer (foreign topic, unknown device)."""
         device_id, _, rest = topic_name.removeprefix("oc/v1/").partition("/")
         if (
             not topic_name.startswith("oc/v1/")
@@ -421,20 +462,21 @@ class Bridge:
             log.warning("bridge: message from unregistered device %s", device_id[:64])
             return None
         if route is None:
-            self._reject(device, rest, BadMessage("bad_topic", rest[:80]))
-            return None
+            return lambda: self._reject(device, rest, BadMessage("bad_topic", rest[:80]))
         ctx = RouteContext(session, device, payload, self.clock(), self)
+        reply = route.expects_reply
         try:
             with tenant_scope(device.tenant_id), _savepoint(session, route.writes):
                 out = list(route.handler(ctx))
         except BadMessage as exc:
-            self._reject(device, route.suffix, exc, reply=route.expects_reply, payload=payload)
-            return None
-        except Exception:
+            refused = exc  # ``exc`` itself is unbound when the block ends
+            return lambda: self._reject(device, route.suffix, refused, reply=reply, payload=payload)
+        except Exception as exc:
+            if _transient(exc):
+                raise  # the whole transaction is retried
             log.exception("bridge: %s from %s failed", route.suffix, device.device_id)
             self._count(route.suffix, "error")
-            self._error(device, route.suffix, "internal_error", "", payload, route.expects_reply)
-            return None
+            return lambda: self._error(device, route.suffix, "internal_error", "", payload, reply)
         return _Done(device, route, payload, out, ctx.after_commit)
 
     def _resolve(self, session: Session, device_id: str, *, cached: bool) -> DeviceRef | None:
@@ -455,23 +497,29 @@ class Bridge:
         """Decide ``(device id, payload)`` taps in one transaction, then answer each.
 
         A tap that fails unexpectedly rolls the batch back, and every tap of it is handled
-        again on its own (so one bad tap costs the others only time, never an answer)."""
-        decided: list[tuple[DeviceRef, taps.TapOutcome, Any]] = []
+        again on its own (so one bad tap costs the others only time, never an answer); a
+        deadlock runs the batch again (:meth:`transaction`)."""
         with self.sessions() as session:
-            now = self.clock()
-            try:
-                for device, tap in self._decoded(session, items, Topic.TAP):
-                    assert isinstance(tap, TapRequest)
-                    hooks = self._hooks_for(session, device.tenant_id)
-                    with tenant_scope(device.tenant_id):
-                        outcome = taps.decide(session, device, tap, hooks, now=now)
-                    decided.append((device, outcome, hooks))
-                session.commit()
-            except Exception:
-                session.rollback()
-                log.warning("bridge: a batch of %d taps failed; one by one", len(items))
-                self._one_by_one("up/tap", items)
-                return
+            wanted = list(self._decoded(session, items, Topic.TAP))
+        if not wanted:
+            return
+
+        def decide_all(session: Session) -> list[tuple[DeviceRef, taps.TapOutcome, Any]]:
+            now, out = self.clock(), []
+            for w in wanted:
+                assert isinstance(w.message, TapRequest)
+                hooks = self._hooks_for(session, w.device.tenant_id)
+                with tenant_scope(w.device.tenant_id):
+                    outcome = taps.decide(session, w.device, w.message, hooks, now=now)
+                out.append((w.device, outcome, hooks))
+            return out
+
+        try:
+            decided = self.transaction(decide_all)
+        except Exception:
+            log.warning("bridge: a batch of %d taps failed; one by one", len(wanted))
+            self._one_by_one("up/tap", [(w.device.device_id, w.payload) for w in wanted])
+            return
         for device, outcome, hooks in decided:
             self._count("up/tap", "ok")
             self.send(device.device_id, outcome.message())
@@ -480,32 +528,38 @@ class Bridge:
 
     def handle_records(self, items: list[tuple[str, bytes]]) -> None:
         """Ingest ``(device id, payload)`` uploads in one transaction, then ack each (as
-        :meth:`handle_taps`: an unexpected failure falls back to one upload at a time)."""
+        :meth:`handle_taps`: a deadlock runs it again, another failure falls back to one
+        upload at a time)."""
         with self.sessions() as session:
+            uploads = [
+                (ingest.Upload(w.device, w.message), w.payload)
+                for w in self._decoded(session, items, Topic.RECORDS)
+                if isinstance(w.message, DecodedBatch)
+            ]
+        if not uploads:
+            return
+
+        def ingest_all(session: Session) -> list[ingest.Ingested]:
             now = self.clock()
-            try:
-                uploads = [
-                    ingest.Upload(device, batch)
-                    for device, batch in self._decoded(session, items, Topic.RECORDS)
-                    if isinstance(batch, DecodedBatch)
-                ]
-                done = ingest.ingest_many(session, uploads, now=now)
-                for upload, result in zip(uploads, done, strict=True):
-                    self._records_stored(session, upload.device, result.new, now)
-                session.commit()
-            except Exception:
-                session.rollback()
-                log.warning("bridge: a batch of %d uploads failed; one by one", len(items))
-                self._one_by_one("up/records", items)
-                return
-        for upload, result in zip(uploads, done, strict=True):
+            done = ingest.ingest_many(session, [u for u, _p in uploads], now=now)
+            for (upload, _p), result in zip(uploads, done, strict=True):
+                self._records_stored(session, upload.device, result.new, now)
+            return done
+
+        try:
+            done = self.transaction(ingest_all)
+        except Exception:
+            log.warning("bridge: a batch of %d uploads failed; one by one", len(uploads))
+            self._one_by_one("up/records", [(u.device.device_id, p) for u, p in uploads])
+            return
+        for (upload, _p), result in zip(uploads, done, strict=True):
             self._count("up/records", "ok")
             self._note_malformed(upload.device, result)
             self.send(upload.device.device_id, result.ack)
 
     def _decoded(
         self, session: Session, items: list[tuple[str, bytes]], kind: Topic
-    ) -> Iterator[tuple[DeviceRef, Any]]:
+    ) -> Iterator[_Wanted]:
         """Resolve and decode each item; unknown devices and bad payloads are counted and
         refused here (they never reach the shared transaction)."""
         for device_id, payload in items:
@@ -521,7 +575,7 @@ class Bridge:
             except BadMessage as exc:
                 self._reject(device, kind.value, exc, payload=payload)
                 continue
-            yield device, message
+            yield _Wanted(device, message, payload)
 
     def _one_by_one(self, suffix: str, items: list[tuple[str, bytes]]) -> None:
         for device_id, payload in items:
@@ -754,6 +808,15 @@ class Bridge:
         return relay
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """A decoded tap or upload of a known device, waiting for its shared transaction."""
+
+    device: DeviceRef
+    message: Any
+    payload: bytes
+
+
 @dataclass
 class _Done:
     """A message routed inside a shared transaction, waiting for its commit to be answered."""
@@ -787,6 +850,12 @@ class _Pending:
         self.singles.clear()
         self.devices.clear()
         self.single_devices.clear()
+
+
+def _transient(exc: BaseException) -> bool:
+    """A deadlock or serialisation failure: the same transaction may succeed when run again."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", None) in RETRY_SQLSTATES
 
 
 @contextlib.contextmanager
