@@ -182,7 +182,18 @@ def setup_world(url: str, pos: int) -> tuple[Any, World]:
             s, operator, OPERATOR_PW, actor=actor, now=now, policy=policy, roles=["tenant_admin"]
         )
         s.commit()
+    analyze(engine)
     return sf, World(tid, slug, operator, creds)
+
+
+def analyze(engine: Any) -> None:
+    """Refresh the planner's statistics after the bulk set-up (a production database has
+    them; without, PostgreSQL may scan a tenant's ledger lines instead of one entry's)."""
+    from sqlalchemy import text
+
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
 
 
 def _register_pos(

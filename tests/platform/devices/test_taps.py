@@ -148,3 +148,32 @@ def test_the_database_refuses_to_edit_a_decided_tap(session_factory, decided_tap
     _tenant_id, tap_id = decided_tap
     with session_factory() as s, pytest.raises(DBAPIError, match="append-only"):
         s.execute(text("UPDATE device_taps SET allow = true WHERE id = :id"), {"id": tap_id})
+
+
+def test_a_batch_decides_as_one_by_one_and_writes_each_request_once(
+    make_tenant: Any, session_factory: sessionmaker[Session], now: datetime
+) -> None:
+    tenant = make_tenant()
+    dev, ok, lost = _setup(session_factory, tenant.id, now)
+    earlier = _decide(session_factory, tenant.id, dev, _tap("b0", ok), Relay(), now)
+    allow = Relay(taps.TapDecision(True, module="m1"))
+    wanted = [_tap("b0", ok), _tap("b1", ok), _tap("b2", lost), _tap("b3", "NOPE"), _tap("b1", ok)]
+
+    with session_factory() as s, tenant_scope(tenant.id):
+        ref = services.resolve(s, dev)
+        assert ref is not None
+        batch = taps.TapBatch(s, [(ref, t) for t in wanted])
+        got = [taps.decide(s, ref, t, allow, now=now, batch=batch) for t in wanted]
+        batch.write(s)
+        s.commit()
+        rows = s.scalars(select(DeviceTap.req_id).where(DeviceTap.device_pk == ref.pk)).all()
+
+    assert [(o.allow, o.reason, o.replayed) for o in got] == [
+        (earlier.allow, earlier.reason, True),  # decided before the batch: its first answer
+        (True, "OK", False),
+        (False, "CARD_LOST", False),
+        (False, "CARD_UNKNOWN", False),
+        (True, "OK", True),  # the same request twice in one batch: decided once
+    ]
+    assert sorted(rows) == ["b0", "b1", "b2", "b3"]
+    assert len(allow.seen) == 1

@@ -90,6 +90,7 @@ Out = BaseModel  # a protocol message; its topic (and retain flag) follow from i
 REF_ROUTES = frozenset({"up/heartbeat"})
 RECEIVE_MAXIMUM = 1000  # unacked messages the broker may send us (acked per chunk, after commit)
 MAX_SINGLES = 50
+TAP_BATCH_FROM = 4  # taps in a chunk from which reading them together pays
 TX_ATTEMPTS = 4  # runs of a shared transaction the database failed as a deadlock victim
 RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 T = TypeVar("T")  # other messages sharing one transaction (row locks held for its length)
@@ -506,12 +507,18 @@ class Bridge:
 
         def decide_all(session: Session) -> list[tuple[DeviceRef, taps.TapOutcome, Any]]:
             now, out = self.clock(), []
+            # A few taps: two statements each. More: three reads and one write for them all.
+            batch = None
+            if len(wanted) >= TAP_BATCH_FROM:
+                batch = taps.TapBatch(session, [(w.device, w.message) for w in wanted])
             for w in wanted:
                 assert isinstance(w.message, TapRequest)
                 hooks = self._hooks_for(session, w.device.tenant_id)
                 with tenant_scope(w.device.tenant_id):
-                    outcome = taps.decide(session, w.device, w.message, hooks, now=now)
+                    outcome = taps.decide(session, w.device, w.message, hooks, now=now, batch=batch)
                 out.append((w.device, outcome, hooks))
+            if batch is not None:
+                batch.write(session)
             return out
 
         try:

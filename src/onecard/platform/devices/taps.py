@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, false, insert, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -144,27 +144,46 @@ def _reason(reason: str) -> ReasonCode:
 
 
 def decide(
-    session: Session, device: DeviceRef, tap: TapMessage, hooks: Any, *, now: datetime
+    session: Session,
+    device: DeviceRef,
+    tap: TapMessage,
+    hooks: Any,
+    *,
+    now: datetime,
+    batch: TapBatch | None = None,
 ) -> TapOutcome:
     """Decide ``tap`` and record it (caller commits; then calls ``onecard_tap_completed``).
 
     The reads and the tap row go through Core statements with the tenant written out (the tap
     is the hottest path of the platform: an ORM round per read cost more than the database).
+    With ``batch``, the reads come from the batch and the row is written by
+    :meth:`TapBatch.write`.
+    A tap nobody allows with postings takes two statements: one read (replay, card, purse
+    balance: :func:`_facts`) and the tap row; each is a network round trip on PostgreSQL.
     A concurrent decision of the same ``(device, req_id)`` by another bridge raises
     :class:`TapRaced` after this one's postings: the caller rolls back and asks again, and the
     replay check then returns the first decision.
     """
-    first = _first_reply(session, device, tap.req_id)
-    if first is not None:
-        return first
-    card = card_facts(session, device.tenant_id, tap.credential.kind, tap.credential.value)
+    if batch is not None:
+        seen = batch.decided.get((device.pk, tap.req_id))
+        if seen is not None:  # the same request twice in one batch: the first one's answer
+            return replace(seen, replayed=True, request=None)
+        facts = batch.facts_of(device, tap)
+    else:
+        facts = _facts(session, device, tap)
+    if facts.first is not None:
+        return facts.first
+    card, before = facts.card, facts.balance
     if not device.enabled:
-        return _finish(session, device, tap, card, _deny(ReasonCode.DEVICE_DISABLED), (), now)
+        deny = _deny(ReasonCode.DEVICE_DISABLED)
+        return _finish(session, device, tap, card, deny, (), now, balance=before, batch=batch)
     if card is None:
-        return _finish(session, device, tap, None, _deny(ReasonCode.CARD_UNKNOWN), (), now)
+        deny = _deny(ReasonCode.CARD_UNKNOWN)
+        return _finish(session, device, tap, None, deny, (), now, balance=None, batch=batch)
     core = _core_checks(card, now)
     if core is not None:
-        return _finish(session, device, tap, card, _deny(core), (), now)
+        deny = _deny(core)
+        return _finish(session, device, tap, card, deny, (), now, balance=before, batch=batch)
     request = _request(session, device, tap, card, now)
     decision = combine(hooks.onecard_authorize_tap(tap=request) if hooks is not None else [])
     entries: tuple[int, ...] = ()
@@ -176,7 +195,11 @@ def decide(
             decision = _deny(ReasonCode.INSUFFICIENT_FUNDS)
         except OneCardError as exc:
             decision = _deny(ReasonCode.NOT_PERMITTED, detail=exc.message)
-    outcome = _finish(session, device, tap, card, decision, entries, now)
+    # Postings moved the purse: read it again; otherwise the balance read with the card holds.
+    after = purse_balance(session, device.tenant_id, card.person_id) if entries else before
+    outcome = _finish(
+        session, device, tap, card, decision, entries, now, balance=after, batch=batch
+    )
     outcome = replace(outcome, request=request)
     if hooks is not None and not outcome.replayed:
         hooks.onecard_tap_recorded(tap=request, decision=outcome, session=session)
@@ -199,16 +222,7 @@ class CardFacts:
     expires_at: datetime | None
 
 
-def _card_query(match: Any) -> Any:
-    cols = (Card.id, Card.card_no, Card.person_id, Card.status, Card.expires_at)
-    return select(*cols).where(Card.tenant_id == bindparam("tid"), match).limit(1)
-
-
 # Built once: the statement objects keep their compiled form and cache key between taps.
-_CARD_BY = {
-    CredentialKind.UID: _card_query(Card.uid == bindparam("value")),
-    CredentialKind.CARD_NO: _card_query(Card.card_no == bindparam("value")),
-}
 _FIRST_REPLY = select(
     DeviceTap.req_id, DeviceTap.allow, DeviceTap.reason, DeviceTap.entry_ids, DeviceTap.reply
 ).where(DeviceTap.device_pk == bindparam("pk"), DeviceTap.req_id == bindparam("req_id"))
@@ -231,18 +245,169 @@ _INSERT_TAP = {
 }
 
 
-def card_facts(
-    session: Session, tenant_id: int, kind: CredentialKind, value: str
-) -> CardFacts | None:
-    """The card a credential names (by UID or card number) in ``tenant_id``, or ``None``."""
-    stmt = _CARD_BY.get(kind)
-    if stmt is None:
-        return None
-    value = value.upper() if kind is CredentialKind.UID else value
-    row = session.connection().execute(stmt, {"tid": tenant_id, "value": value}).first()
-    if row is None:
-        return None
-    return CardFacts(row[0], row[1], row[2], row[3], as_utc(row[4]) if row[4] else None)
+@dataclass(frozen=True)
+class _TapFacts:
+    """What one read tells about a tap: its earlier decision, its card, the purse balance."""
+
+    first: TapOutcome | None
+    card: CardFacts | None
+    balance: int | None
+
+
+def _facts_query(match: Any) -> Any:
+    """Replay check, card and purse balance in one statement (outer joins from one row)."""
+    one = select(literal(1).label("one")).subquery()
+    card_on = and_(Card.tenant_id == bindparam("tid"), match) if match is not None else false()
+    purse_on = and_(
+        Account.tenant_id == bindparam("tid"),
+        Account.owner_type == "person",
+        Account.owner_id == Card.person_id,
+        Account.kind == PURSE_KIND,
+    )
+    tap_on = and_(DeviceTap.device_pk == bindparam("pk"), DeviceTap.req_id == bindparam("req_id"))
+    joined = (
+        one.outerjoin(DeviceTap, tap_on)
+        .outerjoin(Card, card_on)
+        .outerjoin(Account, purse_on)
+        .outerjoin(Balance, Balance.account_id == Account.id)
+    )
+    return (
+        select(
+            DeviceTap.req_id,
+            DeviceTap.allow,
+            DeviceTap.reason,
+            DeviceTap.entry_ids,
+            DeviceTap.reply,
+            Card.id,
+            Card.card_no,
+            Card.person_id,
+            Card.status,
+            Card.expires_at,
+            Account.type,
+            Balance.raw_fen,
+        )
+        .select_from(joined)
+        .limit(1)
+    )
+
+
+_FACTS_BY = {
+    CredentialKind.UID: _facts_query(Card.uid == bindparam("value")),
+    CredentialKind.CARD_NO: _facts_query(Card.card_no == bindparam("value")),
+}
+_FACTS_NO_CARD = _facts_query(None)
+
+
+class TapBatch:
+    """Taps decided together in one transaction (the bridge's chunk): the replay check, the
+    cards and the purse balances of all of them are read up front (three statements), and
+    their rows are written at the end by :meth:`write` (one ``executemany``), instead of two
+    statements per tap. Pass it to :func:`decide` for each tap, then call :meth:`write`
+    before committing.
+
+    A request that another transaction decided meanwhile makes :meth:`write` fail on the
+    unique ``(device, req_id)``: the caller rolls back and decides those taps one by one.
+    """
+
+    def __init__(self, session: Session, taps: Sequence[tuple[DeviceRef, TapMessage]]) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.decided: dict[tuple[int, str], TapOutcome] = {}
+        self._replies = _replies(session, [(d.pk, t.req_id) for d, t in taps])
+        self._cards = _cards(session, taps)
+        people = {(tid, c.person_id) for (tid, _k, _v), c in self._cards.items()}
+        self._balances = _balances(session, people)
+
+    def facts_of(self, device: DeviceRef, tap: TapMessage) -> _TapFacts:
+        """What :func:`_facts` would read for ``tap``, from the batch's reads."""
+        first = self._replies.get((device.pk, tap.req_id))
+        card = self._cards.get((device.tenant_id, *_credential(tap)))
+        if card is None:
+            return _TapFacts(first, None, None)
+        return _TapFacts(first, card, self._balances.get((device.tenant_id, card.person_id)))
+
+    def write(self, session: Session) -> None:
+        """Insert the decided taps' rows (plain insert: the replay check ran in this
+        transaction, so only a concurrent decision can collide, and that fails the batch)."""
+        if self.rows:
+            session.connection().execute(insert(DeviceTap), self.rows)
+            self.rows = []
+
+
+def _credential(tap: TapMessage) -> tuple[CredentialKind, str]:
+    kind, value = tap.credential.kind, tap.credential.value
+    return kind, value.upper() if kind is CredentialKind.UID else value
+
+
+def _replies(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], TapOutcome]:
+    out: dict[tuple[int, str], TapOutcome] = {}
+    cols = (DeviceTap.device_pk, *_FIRST_REPLY.selected_columns)
+    for i in range(0, len(keys), 500):
+        part = keys[i : i + 500]
+        stmt = select(*cols).where(tuple_(DeviceTap.device_pk, DeviceTap.req_id).in_(part))
+        for pk, req_id, allow, reason, entry_ids, reply in session.connection().execute(stmt):
+            out[(pk, req_id)] = _replayed(req_id, allow, reason, entry_ids, reply)
+    return out
+
+
+def _cards(
+    session: Session, taps: Sequence[tuple[DeviceRef, TapMessage]]
+) -> dict[tuple[int, CredentialKind, str], CardFacts]:
+    wanted: dict[CredentialKind, set[str]] = {}
+    tenants = {d.tenant_id for d, _t in taps}
+    for _d, t in taps:
+        kind, value = _credential(t)
+        wanted.setdefault(kind, set()).add(value)
+    out: dict[tuple[int, CredentialKind, str], CardFacts] = {}
+    for kind, column in ((CredentialKind.UID, Card.uid), (CredentialKind.CARD_NO, Card.card_no)):
+        values = sorted(wanted.get(kind, ()))
+        for i in range(0, len(values), 500):
+            stmt = select(
+                Card.tenant_id, column, Card.id, Card.card_no, Card.person_id, Card.status,
+                Card.expires_at,
+            ).where(Card.tenant_id.in_(tenants), column.in_(values[i : i + 500]))  # fmt: skip
+            for tid, found, cid, no, person, status, expires in session.connection().execute(stmt):
+                at = as_utc(expires) if expires else None
+                out[(tid, kind, str(found))] = CardFacts(cid, no, person, status, at)
+    return out
+
+
+def _balances(session: Session, people: set[tuple[int, int]]) -> dict[tuple[int, int], int | None]:
+    tenants = sorted({t for t, _p in people})
+    persons = sorted({p for _t, p in people})
+    out: dict[tuple[int, int], int | None] = {}
+    for i in range(0, len(persons), 500):
+        stmt = (
+            select(Account.tenant_id, Account.owner_id, Account.type, Balance.raw_fen)
+            .outerjoin(Balance, Balance.account_id == Account.id)
+            .where(
+                Account.tenant_id.in_(tenants),
+                Account.owner_type == "person",
+                Account.owner_id.in_(persons[i : i + 500]),
+                Account.kind == PURSE_KIND,
+            )
+        )
+        for tid, person, kind, raw in session.connection().execute(stmt):
+            out[(tid, int(person or 0))] = (raw or 0) * AccountType(kind).sign
+    return out
+
+
+def _facts(session: Session, device: DeviceRef, tap: TapMessage) -> _TapFacts:
+    kind, value = tap.credential.kind, tap.credential.value
+    stmt = _FACTS_BY.get(kind, _FACTS_NO_CARD)
+    params = {
+        "tid": device.tenant_id,
+        "pk": device.pk,
+        "req_id": tap.req_id,
+        "value": value.upper() if kind is CredentialKind.UID else value,
+    }
+    row = session.connection().execute(stmt, params).one()
+    first = _replayed(row[0], row[1], row[2], row[3], row[4]) if row[0] is not None else None
+    if row[5] is None:
+        return _TapFacts(first, None, None)
+    expires = as_utc(row[9]) if row[9] else None
+    card = CardFacts(row[5], row[6], row[7], row[8], expires)
+    balance = (row[11] or 0) * AccountType(row[10]).sign if row[10] is not None else None
+    return _TapFacts(first, card, balance)
 
 
 def _first_reply(session: Session, device: DeviceRef, req_id: str) -> TapOutcome | None:
@@ -322,8 +487,10 @@ def _finish(
     decision: TapDecision,
     entries: tuple[int, ...],
     now: datetime,
+    *,
+    balance: int | None,
+    batch: TapBatch | None = None,
 ) -> TapOutcome:
-    balance = purse_balance(session, d.tenant_id, card.person_id) if card is not None else None
     outcome = TapOutcome(
         tap.req_id,
         decision.allow,
@@ -346,6 +513,10 @@ def _finish(
         "reply": outcome.message().model_dump(mode="json", by_alias=True, exclude_none=True),
         "decided_at": now,
     }
+    if batch is not None:
+        batch.rows.append(values)
+        batch.decided[(d.pk, tap.req_id)] = outcome
+        return outcome
     conn = session.connection()
     if conn.execute(_INSERT_TAP[conn.dialect.name], values).first() is None:
         # Another bridge decided the same request since the replay check. Without postings
