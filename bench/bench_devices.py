@@ -382,7 +382,6 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
             print(f"[{name}] ingest {out['ingest']}", flush=True)
             time.sleep(3)  # let hellos, time syncs, heartbeats settle
 
-
             # (a) online tap round trip at a sustained rate.
             lat: list[float] = []
             timeouts = [0]
