@@ -36,9 +36,7 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import re
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -48,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_devices import free_port, machine, pct, uid_of, wait
+from bench_devices import each_backend, free_port, machine, pct, uid_of, wait
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORM_PW = "bench-platform-password"
@@ -568,24 +566,11 @@ def main() -> int:
     args.counter = 0
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
-    results = []
-    for backend in args.backends.split(","):
-        with tempfile.TemporaryDirectory(prefix=f"bench-canteen-{backend}-") as tmp:
-            folder = Path(tmp)
-            if backend == "sqlite":
-                url = f"sqlite:///{folder / 'onecard.db'}"
-                results.append(run_backend("sqlite", url, args, folder))
-            elif backend == "postgres":
-                script = str(ROOT / "scripts" / "pg-test-db.sh")
-                url = subprocess.run(
-                    ["bash", script], capture_output=True, text=True, check=True
-                ).stdout.strip()
-                try:
-                    results.append(run_backend("postgres", url, args, folder))
-                finally:
-                    subprocess.run(["bash", script, "drop", url], check=False)
-            else:
-                raise SystemExit(f"unknown backend {backend}")
+
+    def one(name: str, url: str, folder: Path) -> dict[str, Any]:
+        return run_backend(name, url, args, folder)
+
+    results = each_backend(args.backends, "bench-canteen", one)
     print()
     print(
         f"machine: {machine()}; {args.pos} POS terminals; live feed over "

@@ -502,6 +502,31 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
     return out
 
 
+def each_backend(
+    backends: str, prefix: str, run: Callable[[str, str, Path], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``run(name, url, folder)`` on each of ``backends`` (``sqlite,postgres``): SQLite in a
+    temporary folder, PostgreSQL on a fresh database from scripts/pg-test-db.sh, dropped after."""
+    results = []
+    for backend in backends.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}-{backend}-") as tmp:
+            folder = Path(tmp)
+            if backend == "sqlite":
+                results.append(run("sqlite", f"sqlite:///{folder / 'onecard.db'}", folder))
+            elif backend == "postgres":
+                script = str(ROOT / "scripts" / "pg-test-db.sh")
+                url = subprocess.run(
+                    ["bash", script], capture_output=True, text=True, check=True
+                ).stdout.strip()
+                try:
+                    results.append(run("postgres", url, folder))
+                finally:
+                    subprocess.run(["bash", script, "drop", url], check=False)
+            else:
+                raise SystemExit(f"unknown backend {backend}")
+    return results
+
+
 def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     def cell(r: dict[str, Any], path: str, fmt: str) -> str:
         node: Any = r
@@ -567,25 +592,9 @@ def main() -> int:
     args = p.parse_args()
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
-    results = []
-    for backend in args.backends.split(","):
-        with tempfile.TemporaryDirectory(prefix=f"bench-dev-{backend}-") as tmp:
-            folder = Path(tmp)
-            if backend == "sqlite":
-                results.append(
-                    run_backend("sqlite", f"sqlite:///{folder / 'onecard.db'}", args, folder)
-                )
-            elif backend == "postgres":
-                script = str(ROOT / "scripts" / "pg-test-db.sh")
-                url = subprocess.run(
-                    ["bash", script], capture_output=True, text=True, check=True
-                ).stdout.strip()
-                try:
-                    results.append(run_backend("postgres", url, args, folder))
-                finally:
-                    subprocess.run(["bash", script, "drop", url], check=False)
-            else:
-                raise SystemExit(f"unknown backend {backend}")
+    results = each_backend(
+        args.backends, "bench-dev", lambda name, url, folder: run_backend(name, url, args, folder)
+    )
     print()
     print(table(results, args))
     return 0
