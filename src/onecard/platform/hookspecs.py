@@ -38,7 +38,9 @@ def onecard_account_kinds() -> Iterable[str]:
 
 @hookspec
 def onecard_blueprints() -> Iterable[Any]:
-    """Startup, collect: Flask blueprints, mounted at ``/m/<module key>/``."""
+    """Startup, collect: Flask blueprints; one without its own ``url_prefix`` is mounted at
+    ``/m/<module key>/``. Console pages use the console's ``page`` decorator (login,
+    permission, tenant scope, CSRF, menu)."""
 
 
 @hookspec

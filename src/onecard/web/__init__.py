@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, request
 from sqlalchemy import Engine
 
 from onecard.config import Settings, load_settings
@@ -90,6 +91,7 @@ def _register(app: Flask) -> None:
     app.register_blueprint(api_v1)
     app.register_blueprint(ops)
     init_console(app)
+    _mount_module_blueprints(app)
     init_live(app)
     register_error_handlers(app)
     install_metrics(app)
@@ -107,3 +109,26 @@ def _register(app: Flask) -> None:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
         return response
+
+
+def _mount_module_blueprints(app: Flask) -> None:
+    """Register every blueprint the installed modules contribute (``onecard_blueprints``).
+
+    A blueprint keeps its own ``url_prefix``; one without is mounted at ``/m/<module key>``.
+    Whether a tenant has the module switched on is checked by the module's views.
+    """
+    registry: Registry = app.extensions["onecard"].registry
+    for key, batch in _blueprints_by_module(registry):
+        for blueprint in batch:
+            if not isinstance(blueprint, Blueprint):
+                raise TypeError(f"module {key} returned {blueprint!r} as a blueprint")
+            prefix = None if blueprint.url_prefix else f"/m/{key}"
+            app.register_blueprint(blueprint, url_prefix=prefix)
+
+
+def _blueprints_by_module(registry: Registry) -> list[tuple[str, list[Any]]]:
+    out: list[tuple[str, list[Any]]] = []
+    for impl in registry.pm.hook.onecard_blueprints.get_hookimpls():
+        batch: Any = impl.function()
+        out.append((impl.plugin_name, list(batch or ())))
+    return out

@@ -82,6 +82,13 @@ def onecard_menu_items(tenant_id: int, permissions: frozenset[str]) -> Iterable[
 
 
 @hookimpl
+def onecard_blueprints() -> Iterable[Any]:
+    from onecard.modules.canteen.console import bp  # Flask only when the web app asks
+
+    return [bp]
+
+
+@hookimpl
 def onecard_device_kinds() -> Iterable[DeviceKindSpec]:
     return [DeviceKindSpec("pos", module="canteen", defaults=POS_CONFIG, label="Canteen POS")]
 

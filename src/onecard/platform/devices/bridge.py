@@ -333,10 +333,11 @@ class Bridge:
 
     def _outbox_loop(self) -> None:
         """Publish list deltas and commands: at once when the blacklist changed (watched every
-        ``outbox_tick``) or a worker asked, else every ``outbox_interval``; never waits for the
-        inbound queues."""
+        ``outbox_tick``), a worker asked or the last round sent something, else every
+        ``outbox_interval``; never waits for the inbound queues."""
         last_mark: int | None = None
         last_run = 0.0
+        busy = False  # the last round sent something: more may be due (rows it skipped)
         while not self._stop.is_set():
             woke = self._wake.wait(self.outbox_tick)
             self._wake.clear()
@@ -348,9 +349,13 @@ class Bridge:
             except Exception:
                 log.exception("bridge: reading the list version failed")
             now = time.monotonic()
-            if woke or mark != last_mark or now - last_run >= self.outbox_interval:
+            if busy or woke or mark != last_mark or now - last_run >= self.outbox_interval:
                 last_mark, last_run = mark, now
-                self._safe(self.run_outbox)
+                sent: list[int] = []
+                self._safe(lambda out=sent: out.append(self.run_outbox()))  # type: ignore[misc]
+                # A round skips the list states a worker's transaction holds (SKIP LOCKED):
+                # while rounds still find work, the next one comes a tick later, not a second.
+                busy = bool(sent and sent[0])
 
     def _list_mark(self) -> int:
         """Changes whenever any tenant's blacklist changes (one indexed query)."""

@@ -215,7 +215,8 @@ def all_menu_keys() -> list[MenuItem]:
 def _template_context() -> dict[str, Any]:
     ctx: Ctx | None = g.get("ctx")
     values: dict[str, Any] = {"csrf_token": csrf_token, "ctx": ctx}
-    if ctx is not None and request.blueprint == "console":
+    # Set by `page` only: the console's pages and those of modules' console blueprints.
+    if ctx is not None:
         values["menu"] = menu_items(ctx)
         values["sites"] = sites_for(ctx.session, ctx.operator)
         values["tenant_logins"] = _tenant_choices(ctx.session)

@@ -171,6 +171,11 @@ TEMPLATES: tuple[str, ...] = (
     N_("Input should be a valid date"),
     N_("Input should be a valid date in the format YYYY-MM-DD, %(detail)s"),
     N_("Input should be a valid date or datetime, %(detail)s"),
+    # canteen (its console pages show these)
+    N_("the case is already settled"),
+    N_("the statement has nothing to pay out"),
+    N_("no payout of this statement awaits approval"),
+    N_("the requester cannot decide their own payout"),
 )
 
 # Words of the platform's vocabulary that appear as values inside messages: card statuses
