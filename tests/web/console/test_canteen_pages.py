@@ -203,3 +203,42 @@ def test_an_exception_row_shows_the_amounts_each_source_has():
         "pos_fen": None,
     }
     assert exception_row({**mismatch, "records_count": 1, "records_fen": 1500})["ref"] == "pos-1"
+
+
+def test_a_day_whose_pos_slip_matches_the_records_and_the_ledger_is_balanced(
+    canteen, session_factory, now
+):
+    """The cashier types in the POS's end-of-day slip; with no sales, 0 sales of 0.00 yuan."""
+    form = {"merchant_id": str(canteen.merchant_id), "day": DAY.isoformat(), "confirmed": "yes"}
+    slip = {f"count_{canteen.pos_id}": "0", f"amount_{canteen.pos_id}": "0.00"}
+
+    done = canteen.user.post("/console/canteen/settlement", {**form, **slip})
+
+    assert done.status_code == 303
+    with session_factory() as s, tenant_scope(canteen.user.tenant.id):
+        statement = s.scalar(
+            select(Settlement).where(Settlement.merchant_id == canteen.merchant_id)
+        )
+        assert statement is not None
+        assert (statement.status, statement.exceptions) == ("balanced", [])
+        assert statement.pos_totals == {canteen.device_id: {"count": 0, "amount_fen": 0}}
+
+
+def test_a_slip_that_does_not_match_is_an_exception_and_a_bad_slip_is_refused(
+    canteen, session_factory, now
+):
+    _add(session_factory, canteen, _unposted_sale(canteen, now))
+    form = {"merchant_id": str(canteen.merchant_id), "day": DAY.isoformat(), "confirmed": "yes"}
+
+    refused = canteen.user.post(
+        "/console/canteen/settlement", {**form, f"count_{canteen.pos_id}": "two"}
+    )
+    with session_factory() as s, tenant_scope(canteen.user.tenant.id):
+        assert s.scalar(select(Settlement)) is None  # nothing written for a bad slip
+    slip = {f"count_{canteen.pos_id}": "1", f"amount_{canteen.pos_id}": "12.5"}
+    done = canteen.user.post("/console/canteen/settlement", {**form, **slip})
+    page = canteen.user.get(done.headers["Location"]).get_data(as_text=True)
+
+    assert refused.status_code == 303
+    assert 'data-kind="pos_total_mismatch"' in page  # the slip says 12.50, the records 9.00
+    assert 'data-kind="pos_report_missing"' not in page

@@ -25,6 +25,7 @@ from onecard.modules.canteen import cases, payout, settlement
 from onecard.modules.canteen.models import Merchant, Pos, ReconCase, Refund, Sale, Settlement
 from onecard.modules.canteen.offline import DECIDED_ONLINE
 from onecard.modules.canteen.services import KEY
+from onecard.platform.db.tenancy import get_scoped
 from onecard.platform.errors import OneCardError, PermissionDenied
 from onecard.platform.tenants.models import Site
 from onecard.platform.tenants.services import enabled_module_keys
@@ -145,9 +146,45 @@ def index(ctx: Ctx) -> Any:
     return render_template("canteen/index.html", rows=rows)
 
 
+def _terminals(ctx: Ctx, merchant: Merchant) -> list[Pos]:
+    return list(
+        ctx.session.scalars(
+            select(Pos).where(Pos.merchant_id == merchant.id).order_by(Pos.device_id)
+        )
+    )
+
+
+def pos_reports(terminals: list[Pos], form: Any) -> dict[str, settlement.PosReport]:
+    """The end-of-day totals typed in from each POS's slip (班结): ``count_<pos id>`` sales
+    and ``amount_<pos id>`` in yuan. A terminal with both left blank has not reported.
+
+    :raises ValueError: with a message for the page when a value is not a whole count or an
+        amount in yuan with at most two decimals, or only one of the two is given.
+    """
+    out: dict[str, settlement.PosReport] = {}
+    for pos in terminals:
+        count = form.get(f"count_{pos.id}", "").strip()
+        amount = form.get(f"amount_{pos.id}", "").strip()
+        if not count and not amount:
+            continue
+        fen = _fen(amount)
+        if not count.isdigit() or fen is None:
+            text = _("POS %(device)s: give the sales and the amount in yuan.", device=pos.device_id)
+            raise ValueError(text)
+        out[pos.device_id] = settlement.PosReport(int(count), fen)
+    return out
+
+
+def _fen(yuan: str) -> int | None:
+    whole, dot, cents = yuan.partition(".")
+    if not whole.isdigit() or (dot and not (cents.isdigit() and len(cents) <= 2)):
+        return None
+    return int(whole) * 100 + int((cents or "0").ljust(2, "0"))
+
+
 def _merchant_arg(ctx: Ctx, source: Any) -> Merchant | None:
     raw = source.get("merchant_id", "")
-    return ctx.session.get(Merchant, int(raw)) if raw.isdigit() else None
+    return get_scoped(ctx.session, Merchant, int(raw)) if raw.isdigit() else None
 
 
 def _day_arg(source: Any) -> date | None:
@@ -195,6 +232,7 @@ def settlement_view(ctx: Ctx) -> Any:
         merchant=merchant,
         day=day or (_today(ctx, merchant) if merchant else ctx.now.date()),
         statement=settlement.statement_json(found) if found else None,
+        terminals=_terminals(ctx, merchant) if merchant else [],
         exceptions=[exception_row(e) for e in found.exceptions] if found else [],
         statement_id=found.id if found else None,
     )
@@ -203,19 +241,25 @@ def settlement_view(ctx: Ctx) -> Any:
 @bp.post("/settlement")
 @canteen_page("canteen.settle")
 def settlement_settle(ctx: Ctx) -> Any:
-    """Run the day's settlement (after a confirm step). The platform keeps no POS end-of-day
-    totals, so each terminal with sales shows as ``pos_report_missing``; the page says so."""
+    """Run the day's settlement (after a confirm step) against the POS end-of-day totals the
+    cashiers' slips give (typed in per terminal); a terminal left blank has not reported and
+    shows as ``pos_report_missing``."""
     merchant, day = _merchant_arg(ctx, request.form), _day_arg(request.form)
     if merchant is None or day is None:
         flash(_("Choose a merchant and a business day."), "error")
         return to("canteen.settlement_view")
+    try:
+        reports = pos_reports(_terminals(ctx, merchant), request.form)
+    except ValueError as exc:
+        flash(str(exc), "error")
+        return to("canteen.settlement_view", merchant_id=merchant.id, day=day.isoformat())
     if not confirmed():
         return confirm_page(
             _("Settle %(name)s for %(day)s", name=merchant.name, day=day.isoformat()),
             _("The statement is written once and cannot be changed; refunds of the day stop."),
         )
     try:
-        settlement.settle_day(ctx.session, merchant, day, {}, actor=ctx.actor, now=ctx.now)
+        settlement.settle_day(ctx.session, merchant, day, reports, actor=ctx.actor, now=ctx.now)
     except OneCardError as exc:
         flash(localise(exc.message), "error")
     else:
