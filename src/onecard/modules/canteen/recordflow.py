@@ -285,9 +285,4 @@ def _by_device(
 
 def _stored(row: DeviceRecord) -> StoredRecord:
     """A stored record as the hook would have received it."""
-    return StoredRecord(
-        epoch=row.epoch, seq=row.seq, type=row.type, card_no=row.card_no,
-        amount_fen=row.amount_fen, device_time=row.device_time,
-        corrected_time=row.corrected_time, clock_valid=row.clock_valid,
-        flags=tuple(row.flags), payload=row.payload,
-    )  # fmt: skip
+    return StoredRecord.of_row(row)

@@ -9,9 +9,10 @@ it once acknowledged); a record without a readable seq is only counted.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -44,8 +45,9 @@ class StoredRecord:
     """A record as stored, what ``onecard_records_stored`` hands the modules.
 
     ``payload`` is the record as the device sent it (JSON form, aliases, no nulls: ``extra``,
-    ``clearing`` and the rest); ``flags`` include the platform's (``unknown_card``,
-    ``blacklisted_card``, ``clock_invalid``).
+    ``clearing`` and the rest), parsed from ``payload_json`` on first use: most modules never
+    read the records of other modules' devices. ``flags`` include the platform's
+    (``unknown_card``, ``blacklisted_card``, ``clock_invalid``).
     """
 
     epoch: str
@@ -57,7 +59,29 @@ class StoredRecord:
     corrected_time: datetime | None
     clock_valid: bool
     flags: tuple[str, ...]
-    payload: dict[str, Any]
+    payload_json: str = field(default="{}", repr=False)
+
+    @functools.cached_property
+    def payload(self) -> dict[str, Any]:
+        """The record as the device sent it."""
+        parsed: dict[str, Any] = json.loads(self.payload_json)
+        return parsed
+
+    @classmethod
+    def of_row(cls, row: DeviceRecord) -> StoredRecord:
+        """The record as ``onecard_records_stored`` handed it over (to process it again)."""
+        return cls(
+            epoch=row.epoch,
+            seq=row.seq,
+            type=row.type,
+            card_no=row.card_no,
+            amount_fen=row.amount_fen,
+            device_time=row.device_time,
+            corrected_time=row.corrected_time,
+            clock_valid=row.clock_valid,
+            flags=tuple(row.flags),
+            payload_json=json.dumps(row.payload),
+        )
 
 
 @dataclass(frozen=True)
@@ -172,7 +196,7 @@ def _stored(row: dict[str, Any]) -> StoredRecord:
         corrected_time=row["corrected_time"],
         clock_valid=row["clock_valid"],
         flags=tuple(row["flags"]),
-        payload=json.loads(row["payload_json"]),
+        payload_json=row["payload_json"],
     )
 
 
@@ -419,7 +443,7 @@ def _bulk_insert(session: Session, rows: list[dict[str, Any]]) -> None:
     Python's)."""
     conn = session.connection()
     dialect = conn.dialect
-    stamp = _stamp_processor(dialect)
+    stamp = functools.lru_cache(maxsize=1024)(_stamp_processor(dialect))  # received_at repeats
     sql = _INSERT_SQL["?" if dialect.paramstyle == "qmark" else "%s"]
     params = [
         (
