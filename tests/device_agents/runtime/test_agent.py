@@ -96,6 +96,22 @@ def test_a_delta_that_skips_a_version_gets_a_gap_receipt(platform, make_agent):
     assert (receipt.status, receipt.version) == ("gap", 0)
 
 
+def test_a_delta_from_an_older_base_is_applied_over_a_later_version(platform, make_agent):
+    """Card 1 lost at v1 and found again at v2, card 2 lost at v2: the platform computed 0→2
+    before the receipt of 0→1 arrived. The net change of every key since v0 gives v2 again."""
+    host = make_agent()
+    platform.send("pos-1", ListDelta(list="blacklist", from_=0, to=1, add=(1,)))
+    assert platform.wait_until(lambda: len(platform.of_kind("pos-1", "up/receipt")) == 1)
+
+    platform.send("pos-1", ListDelta(list="blacklist", from_=0, to=2, add=(2,), remove=(1,)))
+
+    assert platform.wait_until(lambda: len(platform.of_kind("pos-1", "up/receipt")) == 2)
+    receipt = platform.of_kind("pos-1", "up/receipt")[-1]
+    assert (receipt.status, receipt.version) == ("applied", 2)
+    held = host.loop.call(lambda: host.agent.lists["blacklist"])
+    assert (1 in held, 2 in held) == (False, True)
+
+
 def test_a_chunked_snapshot_replaces_the_list(platform, make_agent):
     host = make_agent()
     keys = set(range(1000, 60000, 3))

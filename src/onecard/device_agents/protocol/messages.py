@@ -289,7 +289,9 @@ class TimeResponse(Message):
 
 
 class ListDelta(Message):
-    """``down/lists`` delta: apply only when the device holds ``from``; it then holds ``to``."""
+    """``down/lists`` delta: apply when the device holds ``from`` or a later version below
+    ``to`` (``add``/``remove`` give the final state of every key changed after ``from``); it
+    then holds ``to``."""
 
     kind: Literal["delta"] = "delta"
     list: ListName

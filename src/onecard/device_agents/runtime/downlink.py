@@ -70,10 +70,14 @@ class Downlink:
         held = agent.store.list_versions().get(delta.list, 0)
         if delta.to <= held:
             self._list_receipt(delta.list, held, "applied")
-        elif delta.from_ != held:
+        elif delta.from_ > held:  # the changes between ``held`` and ``from`` are missing
             agent.counters.list_gaps += 1
             self._list_receipt(delta.list, held, "gap", f"need from {held}")
         else:
+            # ``from`` may be older than ``held`` (the platform computed the delta before our
+            # receipt of the previous one arrived): a delta carries the final state of every
+            # key changed after ``from``, so applied over any later version it still gives
+            # ``to``. Asking again with a gap receipt would only cost a round trip.
             agent.store.apply_delta(delta.list, delta.to, delta.add, delta.remove)
             agent.lists.setdefault(delta.list, SortedKeySet()).apply(delta.add, delta.remove)
             agent.counters.lists_applied += 1
