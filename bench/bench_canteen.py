@@ -55,7 +55,6 @@ OPERATOR_PW = "bench-operator-password-1"
 CARDS = 500
 TOP_UP_FEN = 100_000_000  # far more than a card spends in a run
 AMOUNTS = 20_000  # sale k costs 100 + k % AMOUNTS fen: unique per device within a run
-TAP_KEY = "canteen:tap:"  # idempotency key prefix of the canteen's online tap postings
 
 
 # -- child processes: the bridge and the web app ------------------------------------------
@@ -253,28 +252,17 @@ def books(sf: Any, tid: int) -> dict[str, Any]:
     """Match every online tap with its sale and entry; verify the tenant's ledger."""
     from sqlalchemy import func, select
 
+    from onecard.modules.canteen.checks import tap_sale_problems
     from onecard.modules.canteen.models import Sale
     from onecard.platform.db.tenancy import tenant_scope
     from onecard.platform.devices.models import Device, DeviceTap
-    from onecard.platform.ledger.models import Entry
     from onecard.platform.ledger.reconcile import verify
 
     with sf() as s, tenant_scope(tid):
         taps = s.execute(
             select(Device.device_id, DeviceTap).join(DeviceTap, DeviceTap.device_pk == Device.id)
         ).all()
-        sales = {x.key: x for x in s.scalars(select(Sale).where(Sale.source == "online"))}
-        entries = {
-            e.idempotency_key: e
-            for e in s.scalars(select(Entry).where(Entry.idempotency_key.startswith(TAP_KEY)))
-        }
-        problems: list[str] = []
-        for device_id, tap in taps:
-            sale = sales.pop(f"tap:{device_id}:{tap.req_id}", None)
-            entry = entries.pop(f"{TAP_KEY}{device_id}:{tap.req_id}", None)
-            problems += _mismatch(tap, sale, entry)
-        problems += [f"online sale {key} has no tap" for key in sales]
-        problems += [f"entry {key} has no tap" for key in entries]
+        problems = tap_sale_problems(s, [(device_id, tap) for device_id, tap in taps])
         offline = s.scalar(select(func.count(Sale.id)).where(Sale.source == "offline")) or 0
         report = verify(s)
     allowed = sum(1 for _d, t in taps if t.allow)
@@ -285,17 +273,6 @@ def books(sf: Any, tid: int) -> dict[str, Any]:
         "problems": problems,
         "ledger": report,
     }
-
-
-def _mismatch(tap: Any, sale: Any, entry: Any) -> list[str]:
-    if not tap.allow:
-        posted = sale is not None or entry is not None or bool(tap.entry_ids)
-        return [f"denied tap {tap.req_id} ({tap.reason}) sold or posted"] if posted else []
-    if sale is None or entry is None:
-        return [f"allowed tap {tap.req_id}: sale {sale is not None}, entry {entry is not None}"]
-    if list(tap.entry_ids) != [entry.id] or sale.entry_id != entry.id:
-        return [f"allowed tap {tap.req_id}: entries {tap.entry_ids}, sale's {sale.entry_id}"]
-    return []
 
 
 # -- the live feed --------------------------------------------------------------------------

@@ -38,9 +38,10 @@ from onecard.device_agents.sim.fleet import Fleet, FleetSettings
 from onecard.embedded import MEALS
 from onecard.modules.canteen import rules
 from onecard.modules.canteen import setup as canteen
+from onecard.modules.canteen.checks import tap_sale_problems
 from onecard.modules.canteen.models import Merchant, Sale
 from onecard.modules.canteen.services import KEY as CANTEEN
-from onecard.modules.canteen.services import MEAL_CODE
+from onecard.modules.canteen.tapflow import POSTING_KEY_PREFIX
 from onecard.platform.actors import Actor
 from onecard.platform.cards.lifecycle import NewCard, issue_card
 from onecard.platform.db.tenancy import tenant_scope
@@ -78,7 +79,6 @@ TOP_UP_FEN = 200_000  # far more than a card spends in the soak
 LOW_TOP_UP_FEN = 1_000  # every LOW_EVERY-th card: a meal or two, then INSUFFICIENT_FUNDS
 LOW_EVERY = 10
 MIN_SALES = 50  # fewer online sales than this and the ledger check means little
-TAP_KEY = "canteen:tap:"  # idempotency key prefix of the canteen's online tap postings
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def _books(sf: sessionmaker[Session], world: World) -> Books:
     with sf() as s, tenant_scope(world.tenant_id):
         taps = _taps_by_module(s)
         pos = taps.get(CANTEEN, [])
-        problems = _tap_sale_problems(s, pos) + _merchant_problems(s, world.merchant_account_id)
+        problems = tap_sale_problems(s, pos) + _merchant_problems(s, world.merchant_account_id)
         return Books(
             ledger=verify(s),
             sales=sum(1 for _d, t in pos if t.allow),
@@ -217,36 +217,6 @@ def _taps_by_module(s: Session) -> dict[str | None, list[tuple[str, DeviceTap]]]
     return out
 
 
-def _tap_sale_problems(s: Session, taps: list[tuple[str, DeviceTap]]) -> list[str]:
-    """An allowed tap has exactly its online sale and its entry, a denied one neither, and no
-    online sale or tap entry exists without its tap."""
-    sales = {x.key: x for x in s.scalars(select(Sale).where(Sale.source == "online"))}
-    entries = {
-        e.idempotency_key: e
-        for e in s.scalars(select(Entry).where(Entry.idempotency_key.startswith(TAP_KEY)))
-    }
-    problems: list[str] = []
-    for device_id, tap in taps:
-        sale = sales.pop(f"tap:{device_id}:{tap.req_id}", None)
-        entry = entries.pop(f"{TAP_KEY}{device_id}:{tap.req_id}", None)
-        problems += _tap_mismatch(tap, sale, entry)
-    problems += [f"online sale {key} has no tap" for key in sales]
-    problems += [f"entry {key} has no tap" for key in entries]
-    return problems
-
-
-def _tap_mismatch(tap: DeviceTap, sale: Sale | None, entry: Entry | None) -> list[str]:
-    """What is wrong with one tap's sale and entry (nothing: an empty list)."""
-    if not tap.allow:
-        posted = sale is not None or entry is not None or bool(tap.entry_ids)
-        return [f"denied tap {tap.req_id} ({tap.reason}) sold or posted"] if posted else []
-    if sale is None or entry is None:
-        return [f"allowed tap {tap.req_id}: sale {sale is not None}, entry {entry is not None}"]
-    if list(tap.entry_ids) != [entry.id] or sale.entry_id != entry.id or entry.code != MEAL_CODE:
-        return [f"allowed tap {tap.req_id}: entries {tap.entry_ids}, sale's {sale.entry_id}"]
-    return []
-
-
 def _merchant_problems(s: Session, merchant_account_id: int) -> list[str]:
     """The merchant's lines in the tap entries add up to the online sales' amounts."""
     account = s.get(Account, merchant_account_id)
@@ -254,7 +224,7 @@ def _merchant_problems(s: Session, merchant_account_id: int) -> list[str]:
     lines = s.scalar(
         select(func.coalesce(func.sum(Line.amount_fen), 0))
         .join(Entry, Entry.id == Line.entry_id)
-        .where(Line.account_id == account.id, Entry.idempotency_key.startswith(TAP_KEY))
+        .where(Line.account_id == account.id, Entry.idempotency_key.startswith(POSTING_KEY_PREFIX))
     )
     sold = s.scalar(
         select(func.coalesce(func.sum(Sale.amount_fen), 0)).where(Sale.source == "online")

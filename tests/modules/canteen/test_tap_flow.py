@@ -5,10 +5,11 @@ from types import SimpleNamespace
 
 from sqlalchemy import select
 
-from onecard.modules.canteen import tapflow
+from onecard.modules.canteen import checks, tapflow
 from onecard.modules.canteen.models import Sale
 from onecard.platform.devices import services as devices
 from onecard.platform.devices import taps
+from onecard.platform.devices.models import DeviceTap
 from onecard.platform.devices.wire import TapRequest
 from onecard.platform.registry import Registry
 
@@ -77,3 +78,23 @@ def test_the_module_registers_its_permissions_and_the_pos_device_kind():
     assert {"canteen.sell", "canteen.refund", "canteen.settle"} <= set(registry.permissions)
     kinds = [k for batch in registry.pm.hook.onecard_device_kinds() for k in batch]
     assert [(k.kind, k.module) for k in kinds] == [("pos", "canteen")]
+
+
+def test_the_books_check_matches_each_allowed_tap_with_one_sale_and_one_entry(world, at):
+    registry = Registry.load()
+    card = world.holder()
+    ref = devices.resolve(world.session, world.fixed.device_id)
+    hooks = registry.hooks_for(frozenset({"canteen"}))
+    sold = taps.decide(world.session, ref, tap(card, "t1"), hooks, now=at(12))
+    denied = taps.decide(world.session, ref, tap(card, "t2"), hooks, now=at(12, 30))
+    rows = world.session.scalars(select(DeviceTap).where(DeviceTap.device_pk == ref.pk)).all()
+    pairs = [(ref.device_id, row) for row in rows]
+
+    assert (sold.allow, denied.allow) == (True, False)
+    assert checks.tap_sale_problems(world.session, pairs) == []
+    # Without its tap, the sale and its entry are left over.
+    left = checks.tap_sale_problems(world.session, [p for p in pairs if p[1].req_id != "t1"])
+    assert left == [
+        f"online sale tap:{ref.device_id}:t1 has no tap",
+        f"entry canteen:tap:{ref.device_id}:t1 has no tap",
+    ]

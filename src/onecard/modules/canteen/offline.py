@@ -47,6 +47,7 @@ from onecard.modules.canteen.services import (
     record_sale,
     spend_lines,
 )
+from onecard.modules.canteen.tapflow import sale_key
 from onecard.modules.canteen.terminalkeys import RecordMac, verify_record_macs
 from onecard.platform.actors import Actor
 from onecard.platform.cards.models import Card, CardStatus
@@ -163,7 +164,7 @@ def decided_online(session: Session, pos: Pos, item: OfflineSale) -> OnlineDecis
     )
     if tap is None or not tap.allow or tap.card_no != item.card_no:
         return None
-    online_key = f"tap:{pos.device_id}:{item.req_id}"  # tapflow.record_tap_sale's key
+    online_key = sale_key(pos.device_id, item.req_id)
     sale_id = session.scalar(select(Sale.id).where(Sale.key == online_key))
     return OnlineDecision(tap.id, item.req_id, tuple(int(e) for e in tap.entry_ids), sale_id)
 

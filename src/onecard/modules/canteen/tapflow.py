@@ -25,6 +25,18 @@ from onecard.platform.devices.taps import TapDecision, TapRequest
 from onecard.platform.ledger.models import Entry
 from onecard.platform.ledger.posting import PostingRequest
 
+POSTING_KEY_PREFIX = "canteen:tap:"
+
+
+def posting_key(device_id: str, req_id: str) -> str:
+    """The idempotency key of the posting an online tap makes."""
+    return f"{POSTING_KEY_PREFIX}{device_id}:{req_id}"
+
+
+def sale_key(device_id: str, req_id: str) -> str:
+    """The key of the online sale a tap records (one per ``(device, req_id)``)."""
+    return f"tap:{device_id}:{req_id}"
+
 
 def pos_for_device(session: Session, device_id: str) -> Pos | None:
     """The active POS bound to the platform device ``device_id``."""
@@ -63,7 +75,7 @@ def authorize_tap(session: Session, tap: TapRequest) -> TapDecision | None:
     request = PostingRequest(
         code=MEAL_CODE,
         lines=lines,
-        idempotency_key=f"canteen:tap:{tap.device_id}:{tap.req_id}",
+        idempotency_key=posting_key(tap.device_id, tap.req_id),
         occurred_at=tap.now,
         source=KEY,
         reference=_tap_reference(pos, card, ctx, verdict),
@@ -88,7 +100,7 @@ def _tap_reference(
 
 def record_tap_sale(session: Session, tap: TapRequest, entry_id: int, *, now: datetime) -> Sale:
     """Record the sale of a tap the platform allowed and posted (idempotent by the tap)."""
-    key = f"tap:{tap.device_id}:{tap.req_id}"
+    key = sale_key(tap.device_id, tap.req_id)
     earlier = session.scalar(select(Sale).where(Sale.key == key))
     if earlier is not None:
         return earlier

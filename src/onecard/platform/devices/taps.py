@@ -392,14 +392,9 @@ def _balances(session: Session, people: set[tuple[int, int]]) -> dict[tuple[int,
 
 
 def _facts(session: Session, device: DeviceRef, tap: TapMessage) -> _TapFacts:
-    kind, value = tap.credential.kind, tap.credential.value
+    kind, value = _credential(tap)
     stmt = _FACTS_BY.get(kind, _FACTS_NO_CARD)
-    params = {
-        "tid": device.tenant_id,
-        "pk": device.pk,
-        "req_id": tap.req_id,
-        "value": value.upper() if kind is CredentialKind.UID else value,
-    }
+    params = {"tid": device.tenant_id, "pk": device.pk, "req_id": tap.req_id, "value": value}
     row = session.connection().execute(stmt, params).one()
     first = _replayed(row[0], row[1], row[2], row[3], row[4]) if row[0] is not None else None
     if row[5] is None:
