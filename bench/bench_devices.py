@@ -67,6 +67,49 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+class CpuMeter:
+    """CPU seconds used by each part of the set-up (from /proc): where the two cores went.
+
+    ``roles`` maps a name to a callable giving the pids of that part at the time of reading
+    (the database's backends come and go)."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, roles: dict[str, Callable[[], list[int]]]) -> None:
+        self.roles = roles
+        self._start: dict[str, float] = {}
+        self._t = 0.0
+
+    @classmethod
+    def seconds(cls, pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / cls.TICK  # utime + stime, all threads
+
+    def _read(self) -> dict[str, float]:
+        return {r: sum(self.seconds(p) for p in pids()) for r, pids in self.roles.items()}
+
+    def start(self) -> None:
+        self._start, self._t = self._read(), time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        """Cores used by each part since :meth:`start` (1.0 = one core busy throughout)."""
+        now, wall = self._read(), max(1e-9, time.monotonic() - self._t)
+        return {r: round((now[r] - self._start.get(r, 0.0)) / wall, 2) for r in now}
+
+
+def postgres_pids() -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (d / "comm").read_text().strip() == "postgres":
+                    out.append(int(d.name))
+    return out
+
+
 def uid_of(i: int) -> str:
     return f"{0x10000000 + i:08X}"
 
@@ -83,15 +126,15 @@ def wait(cond: Callable[[], bool], bound: float, what: str, step: float = 0.1) -
 # -- the bridge process ----------------------------------------------------------------------
 
 
-def bridge_main(url: str, port: int, ready: Any, stop: Any, workers: int | None) -> None:
+def bridge_main(url: str, port: int, ready: Any, stop: Any, workers: int | None, name: str) -> None:
     """Run one bridge (child process) until ``stop`` is set."""
     from onecard.platform.db.engine import make_engine, make_session_factory
     from onecard.platform.devices.bridge import Bridge, Connection
     from onecard.platform.devices.broker import PLATFORM_USER
     from onecard.platform.secrets import SecretBox
 
-    sf = make_session_factory(make_engine(url))
-    conn = Connection("127.0.0.1", port, PLATFORM_USER, PLATFORM_PW, client_id="bench-bridge")
+    sf = make_session_factory(make_engine(url, hot_path=True))  # as `onecard bridge` has it
+    conn = Connection("127.0.0.1", port, PLATFORM_USER, PLATFORM_PW, client_id=name)
     bridge = Bridge(sf, conn, box=SecretBox(SECRET), workers=workers)
     bridge.start()
     if not bridge.subscribed.wait(60):
@@ -102,21 +145,33 @@ def bridge_main(url: str, port: int, ready: Any, stop: Any, workers: int | None)
 
 
 @contextlib.contextmanager
-def bridge_process(url: str, port: int, workers: int | None = None) -> Iterator[int]:
+def bridge_processes(
+    url: str, port: int, count: int = 1, workers: int | None = None
+) -> Iterator[list[int]]:
+    """``count`` bridges, each its own process (as ``onecard bridge`` runs), sharing the
+    subscription; yields their pids."""
     ctx = mp.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=bridge_main, args=(url, port, ready, stop, workers), daemon=True)
-    proc.start()
+    stop = ctx.Event()
+    procs, readies = [], []
+    for i in range(count):
+        ready = ctx.Event()
+        args = (url, port, ready, stop, workers, f"bench-bridge-{i}")
+        proc = ctx.Process(target=bridge_main, args=args, daemon=True)
+        proc.start()
+        procs.append(proc)
+        readies.append(ready)
     try:
-        if not ready.wait(90):
-            raise RuntimeError("bridge process did not come up")
-        yield int(proc.pid or 0)
+        for ready in readies:
+            if not ready.wait(90):
+                raise RuntimeError("a bridge process did not come up")
+        yield [int(p.pid or 0) for p in procs]
     finally:
         stop.set()
-        proc.join(20)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
+        for proc in procs:
+            proc.join(20)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
 
 
 # -- platform setup -------------------------------------------------------------------------
@@ -260,7 +315,15 @@ def broker_rtt(port: int, n: int = 2000) -> dict[str, float]:
 # -- (b2) burst ingest while online ------------------------------------------------------------
 
 
-def burst_ingest(f: Any, sf: Any, tid: int, per_device: int, name: str) -> dict[str, Any]:
+def acked(f: Any) -> int:
+    """Records the platform has acknowledged to the terminals so far (their in-memory counters:
+    polling them costs the database nothing; the stored rows are counted once at the end)."""
+    return int(f.loop.call(lambda: sum(t.counters.records_acked for t in f.terminals)))
+
+
+def burst_ingest(
+    f: Any, sf: Any, tid: int, per_device: int, name: str, cpu: CpuMeter
+) -> dict[str, Any]:
     """Give every terminal ``per_device`` stored records, then let all upload at once.
 
     The records go into each agent's store directly (as if written while its uplink was
@@ -269,7 +332,7 @@ def burst_ingest(f: Any, sf: Any, tid: int, per_device: int, name: str) -> dict[
     from onecard.device_agents.protocol.codes import CredentialKind, ReasonCode
     from onecard.device_agents.protocol.messages import Credential
 
-    base = record_counts(sf, tid)[0]
+    base = acked(f)
 
     def fill() -> int:
         now_ms = int(time.time() * 1000)
@@ -294,15 +357,20 @@ def burst_ingest(f: Any, sf: Any, tid: int, per_device: int, name: str) -> dict[
         f"[{name}] burst: {added} records stored on the terminals in {time.monotonic() - t:.1f} s"
     )
     start = time.monotonic()
+    cpu.start()
     f.loop.call(lambda: [term.agent.resend_all() for term in f.terminals])
-    wait(lambda: record_counts(sf, tid)[0] >= base + added, 900, "burst ingest", 0.1)
+    handed = time.monotonic() - start
+    wait(lambda: acked(f) >= base + added, 900, "burst ingest", 0.05)
     took = time.monotonic() - start
+    cores = cpu.shares()
     total, distinct = record_counts(sf, tid)
     return {
         "records": added,
         "seconds": took,
         "rate": added / took,
         "stored_twice": total - distinct,
+        "fleet_publish_s": handed,
+        "cpu": cores,
     }
 
 
@@ -337,7 +405,15 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
     try:
         out["broker"] = broker_rtt(port)
         print(f"[{name}] broker rtt {out['broker']}", flush=True)
-        with bridge_process(url, port, args.workers):
+        with bridge_processes(url, port, args.bridges, args.workers) as bridge_pids:
+            roles = {
+                "fleet": lambda: [os.getpid()],
+                "bridge": lambda: bridge_pids,
+                "broker": lambda: [broker.pid] if broker.pid else [],
+            }
+            if name == "postgres":
+                roles["database"] = postgres_pids
+            cpu = CpuMeter(roles)
             fleet = Fleet(
                 FleetSettings(
                     devices=args.devices,
@@ -361,9 +437,11 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
                     term.agent.present(Presented.uid(uid_of((k + j) % CARDS).lower(), amount))
             created = sum(term.counters.records_created for term in f.terminals)
             print(f"[{name}] {created} records stored offline in {time.monotonic() - t:.1f} s")
+            cpu.start()
             f.start()
             connect_s = wait(lambda: f.online() == args.devices, 300, "all online", 0.05)
-            ingest_s = wait(lambda: record_counts(sf, tid)[0] >= created, 900, "ingest", 0.25)
+            ingest_s = wait(lambda: acked(f) >= created, 900, "ingest", 0.05)
+            ingest_cpu = cpu.shares()
             drained = f.drain(timeout=120)
             total, distinct = record_counts(sf, tid)
             span = received_span(sf, tid)
@@ -378,9 +456,14 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
                 "wall_s": ingest_s + connect_s,
                 "rate_wall": created / (ingest_s + connect_s),
                 "rate_span": created / span if span else float("nan"),
+                "cpu": ingest_cpu,
             }
             print(f"[{name}] ingest {out['ingest']}", flush=True)
             time.sleep(3)  # let hellos, time syncs, heartbeats settle
+            cpu.start()
+            time.sleep(3)
+            out["idle_cpu"] = cpu.shares()  # 1,000 connected terminals, nothing tapped
+            print(f"[{name}] idle cpu {out['idle_cpu']}", flush=True)
 
             # (a) online tap round trip at a sustained rate.
             lat: list[float] = []
@@ -422,7 +505,10 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
                 driver()
 
             f.loop.call(begin)
-            time.sleep(args.warmup + args.tap_seconds)
+            time.sleep(args.warmup)
+            cpu.start()
+            time.sleep(args.tap_seconds)
+            tap_cpu = cpu.shares()
             f.loop.call(lambda: state.__setitem__("stop", True))
             issued = state["issued"]
             elapsed = time.monotonic() - state["begin"]
@@ -436,6 +522,7 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
                 "max": max(lat) if lat else float("nan"),
                 "timeouts": timeouts[0],
                 "measured": measured,
+                "cpu": tap_cpu,
             }
             print(f"[{name}] tap {out['tap']}", flush=True)
             f.drain(timeout=120)  # timed-out taps became records; let them upload
@@ -491,7 +578,7 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
             # (b2) burst, last (its 100,000 rows leave WAL and vacuum work behind): every
             # online terminal holds a backlog and uploads it at once (no reconnect storm in
             # front), the ingest pipeline's own rate.
-            out["burst"] = burst_ingest(f, sf, tid, args.burst, name)
+            out["burst"] = burst_ingest(f, sf, tid, args.burst, name, cpu)
             print(f"[{name}] burst {out['burst']}", flush=True)
             fleet.stop()
             fleet = None
@@ -586,6 +673,9 @@ def main() -> int:
     p.add_argument("--burst", type=int, default=100, help="burst records per online device")
     p.add_argument("--revocations", type=int, default=3)
     p.add_argument("--backends", default="sqlite,postgres")
+    p.add_argument(
+        "--bridges", type=int, default=1, help="bridge processes sharing the subscription"
+    )
     p.add_argument(
         "--workers", type=int, default=None, help="bridge workers (default: the bridge's own)"
     )

@@ -58,7 +58,7 @@ def start(settings: Settings, sessions: sessionmaker[Session], *, fleet: bool = 
     """Start the broker, bridge and (for the demo tenant) the simulated POS fleet."""
     registry = Registry.load()
     credentials = _demo_pos(settings, sessions, registry)
-    services = start_device_services(settings, registry=registry, sessions=sessions)
+    services = start_device_services(settings, registry=registry)  # the bridge's own engine
     running = Embedded(services)
     if fleet and credentials:
         running.fleet = _start_fleet(settings, credentials)

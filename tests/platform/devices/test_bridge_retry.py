@@ -62,3 +62,30 @@ def test_a_transaction_that_keeps_deadlocking_gives_up(bridge: Bridge) -> None:
     with pytest.raises(OperationalError):
         bridge.transaction(work)
     assert len(runs) == TX_ATTEMPTS
+
+
+@pytest.mark.postgres_only
+def test_a_dead_connection_is_replaced_and_the_transaction_runs_again(database_url: str) -> None:
+    """The bridge's engine does not ping before use (``make_engine(hot_path=True)``): a
+    connection the server dropped is found dead by the transaction's first statement, and the
+    transaction runs again on a new one."""
+    from onecard.platform.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(database_url, hot_path=True, pool_size=1)
+    admin = make_engine(database_url)
+    try:
+        bridge = Bridge(
+            make_session_factory(engine),
+            Connection(),
+            box=SecretBox("retry-secret-0123456789abcdef"),
+        )
+        first = bridge.transaction(lambda s: s.scalar(text("SELECT pg_backend_pid()")))
+        with admin.connect() as other:  # the server drops the bridge's connection
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            other.commit()
+        second = bridge.transaction(lambda s: s.scalar(text("SELECT pg_backend_pid()")))
+        assert second != first
+        assert bridge.counts[("bridge", "retried")] == 1
+    finally:
+        engine.dispose()
+        admin.dispose()

@@ -14,8 +14,18 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
-    """Create an engine for ``url`` with the platform's connection settings."""
+def make_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, hot_path: bool = False
+) -> Engine:
+    """Create an engine for ``url`` with the platform's connection settings.
+
+    ``hot_path`` is the device bridge's profile on PostgreSQL: no ping before each checkout
+    (a network round trip per transaction; the bridge runs a transaction again when its
+    connection turns out dead, see ``Bridge.transaction``) and server-side prepared
+    statements (its statements are equality lookups and inserts, planned once per
+    connection). Elsewhere a checkout pings, and nothing is prepared: a pinned generic plan
+    would ignore the LIKE-prefix indexes of the search pages.
+    """
     if url.startswith("sqlite"):
         return _sqlite_engine(url, echo)
     return create_engine(
@@ -23,9 +33,8 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
-        # Server-side prepared statements pin generic plans that ignore LIKE-prefix indexes.
-        connect_args={"prepare_threshold": None},
+        pool_pre_ping=not hot_path,
+        connect_args={"prepare_threshold": 5 if hot_path else None},
     )
 
 

@@ -168,8 +168,11 @@ class Bridge:
         self.routes: dict[str, MqttRoute] = {**self._core, **_module_routes(registry)}
         if workers is None:
             # SQLite takes one writer at a time: more workers only queue on its lock (long tail).
+            # On PostgreSQL, two: one goes on while the other waits for a row lock, and fewer
+            # workers make bigger chunks (fewer round trips a tap); with four, the tap round
+            # trip at 500 taps/s was 2-3 times longer (docs/devices.md, "Device benchmarks").
             bind = sessions.kw.get("bind")
-            workers = 1 if bind is not None and bind.dialect.name == "sqlite" else 4
+            workers = 1 if bind is not None and bind.dialect.name == "sqlite" else 2
         # One queue per worker; a device always lands on the same worker (its order is kept).
         self._queues: list[queue.Queue[tuple[mqtt.MQTTMessage, float] | None]] = [
             queue.Queue() for _ in range(max(1, workers))
@@ -429,9 +432,10 @@ class Bridge:
 
     def transaction(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a new session and commit. When the database chose the transaction
-        as a deadlock victim (or failed it to keep serialisability), roll back and run it
-        again, up to ``TX_ATTEMPTS`` times: two workers' chunks can post to the same ledger
-        accounts in different orders, and retrying is how such a conflict resolves."""
+        as a deadlock victim (or failed it to keep serialisability), or its connection was
+        found dead, roll back and run it again, up to ``TX_ATTEMPTS`` times: two workers'
+        chunks can post to the same ledger accounts in different orders, and retrying is how
+        such a conflict resolves."""
         for attempt in range(1, TX_ATTEMPTS + 1):
             with self.sessions() as session:
                 try:
@@ -484,6 +488,20 @@ class Bridge:
             self._count(route.suffix, "error")
             return lambda: self._error(device, route.suffix, "internal_error", "", payload, reply)
         return _Done(device, route, payload, out, ctx.after_commit)
+
+    def _resolve_uncached(self, session: Session, device_ids: list[str]) -> None:
+        """Fill the resolve cache for those of ``device_ids`` it lacks, in one query (a chunk
+        of taps would otherwise pay one round trip per device whose entry expired)."""
+        now, gen = time.monotonic(), services.generation()
+        wanted = [
+            d
+            for d in device_ids
+            if (hit := self._refs.get(d)) is None or hit[1] <= now or hit[2] != gen
+        ]
+        if len(wanted) < 2:
+            return  # `_resolve` asks for one as cheaply
+        for device_id, ref in services.resolve_many(session, wanted).items():
+            self._refs[device_id] = (ref, now + self.resolve_ttl, gen)
 
     def _resolve(self, session: Session, device_id: str, *, cached: bool) -> DeviceRef | None:
         """`resolve` with a per-process cache (``resolve_ttl``; dropped on a registry change in
@@ -574,6 +592,7 @@ class Bridge:
     ) -> Iterator[_Wanted]:
         """Resolve and decode each item; unknown devices and bad payloads are counted and
         refused here (they never reach the shared transaction)."""
+        self._resolve_uncached(session, [device_id for device_id, _p in items])
         for device_id, payload in items:
             device = self._resolve(session, device_id, cached=True)
             if device is None:
@@ -865,9 +884,13 @@ class _Pending:
 
 
 def _transient(exc: BaseException) -> bool:
-    """A deadlock or serialisation failure: the same transaction may succeed when run again."""
-    orig = getattr(exc, "orig", None)
-    return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", None) in RETRY_SQLSTATES
+    """A deadlock, a serialisation failure or a dead connection (the bridge's engine does not
+    ping before use; the pool has dropped it): the transaction may succeed when run again.
+    Running it again is safe when its commit was lost on the way: a tap finds its first
+    decision, an upload's records are found stored."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES
 
 
 @contextlib.contextmanager

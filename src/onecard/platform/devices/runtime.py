@@ -114,6 +114,11 @@ class DeviceServices:
             session.commit()
 
 
+def bridge_sessions(settings: Settings) -> sessionmaker[Session]:
+    """Sessions on an engine of its own with the hot-path profile (``make_engine``)."""
+    return make_session_factory(make_engine(settings.database.url, hot_path=True))
+
+
 def start_device_services(
     settings: Settings, *, registry: Any = None, sessions: sessionmaker[Session] | None = None
 ) -> DeviceServices:
@@ -121,7 +126,7 @@ def start_device_services(
 
     This is what ``onecard run`` calls after migrating the database.
     """
-    sessions = sessions or make_session_factory(make_engine(settings.database.url))
+    sessions = sessions or bridge_sessions(settings)
     broker = None
     if settings.mqtt.embedded:
         folder = data_folder(settings) / "mqtt"
@@ -154,7 +159,7 @@ def run_bridge_forever(
     registry: Any = None,
 ) -> None:
     """Run one bridge (``onecard bridge``) until ``stop`` is set."""
-    sessions = make_session_factory(make_engine(settings.database.url))
+    sessions = bridge_sessions(settings)
     bridge = Bridge(
         sessions,
         connection(settings, tls_ca=tls_ca, client_id=client_id, share_group=share_group),

@@ -302,8 +302,10 @@ class TapBatch:
     """Taps decided together in one transaction (the bridge's chunk): the replay check, the
     cards and the purse balances of all of them are read up front (three statements), and
     their rows are written at the end by :meth:`write` (one ``executemany``), instead of two
-    statements per tap. Pass it to :func:`decide` for each tap, then call :meth:`write`
-    before committing.
+    statements per tap. The cards come with their holders' purse balances (outer joins, as in
+    :func:`_facts`): on PostgreSQL every statement is a round trip, and under load the round
+    trips, not the database's work, are what a chunk waits for. Pass it to :func:`decide` for
+    each tap, then call :meth:`write` before committing.
 
     A request that another transaction decided meanwhile makes :meth:`write` fail on the
     unique ``(device, req_id)``: the caller rolls back and decides those taps one by one.
@@ -313,9 +315,7 @@ class TapBatch:
         self.rows: list[dict[str, Any]] = []
         self.decided: dict[tuple[int, str], TapOutcome] = {}
         self._replies = _replies(session, [(d.pk, t.req_id) for d, t in taps])
-        self._cards = _cards(session, taps)
-        people = {(tid, c.person_id) for (tid, _k, _v), c in self._cards.items()}
-        self._balances = _balances(session, people)
+        self._cards, self._balances = _cards(session, taps)
 
     def facts_of(self, device: DeviceRef, tap: TapMessage) -> _TapFacts:
         """What :func:`_facts` would read for ``tap``, from the batch's reads."""
@@ -351,44 +351,41 @@ def _replies(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, s
 
 def _cards(
     session: Session, taps: Sequence[tuple[DeviceRef, TapMessage]]
-) -> dict[tuple[int, CredentialKind, str], CardFacts]:
+) -> tuple[dict[tuple[int, CredentialKind, str], CardFacts], dict[tuple[int, int], int | None]]:
+    """The cards the taps name, and their holders' purse balances (signed; a holder without a
+    purse is left out), in one statement per credential kind and 500 values."""
     wanted: dict[CredentialKind, set[str]] = {}
     tenants = {d.tenant_id for d, _t in taps}
     for _d, t in taps:
         kind, value = _credential(t)
         wanted.setdefault(kind, set()).add(value)
-    out: dict[tuple[int, CredentialKind, str], CardFacts] = {}
+    cards: dict[tuple[int, CredentialKind, str], CardFacts] = {}
+    balances: dict[tuple[int, int], int | None] = {}
+    purse_on = and_(
+        Account.tenant_id == Card.tenant_id,
+        Account.owner_type == "person",
+        Account.owner_id == Card.person_id,
+        Account.kind == PURSE_KIND,
+    )
     for kind, column in ((CredentialKind.UID, Card.uid), (CredentialKind.CARD_NO, Card.card_no)):
         values = sorted(wanted.get(kind, ()))
         for i in range(0, len(values), 500):
-            stmt = select(
-                Card.tenant_id, column, Card.id, Card.card_no, Card.person_id, Card.status,
-                Card.expires_at,
-            ).where(Card.tenant_id.in_(tenants), column.in_(values[i : i + 500]))  # fmt: skip
-            for tid, found, cid, no, person, status, expires in session.connection().execute(stmt):
+            stmt = (
+                select(
+                    Card.tenant_id, column, Card.id, Card.card_no, Card.person_id, Card.status,
+                    Card.expires_at, Account.type, Balance.raw_fen,
+                )
+                .outerjoin(Account, purse_on)
+                .outerjoin(Balance, Balance.account_id == Account.id)
+                .where(Card.tenant_id.in_(tenants), column.in_(values[i : i + 500]))
+            )  # fmt: skip
+            for row in session.connection().execute(stmt):
+                tid, found, cid, no, person, status, expires, account_type, raw = row
                 at = as_utc(expires) if expires else None
-                out[(tid, kind, str(found))] = CardFacts(cid, no, person, status, at)
-    return out
-
-
-def _balances(session: Session, people: set[tuple[int, int]]) -> dict[tuple[int, int], int | None]:
-    tenants = sorted({t for t, _p in people})
-    persons = sorted({p for _t, p in people})
-    out: dict[tuple[int, int], int | None] = {}
-    for i in range(0, len(persons), 500):
-        stmt = (
-            select(Account.tenant_id, Account.owner_id, Account.type, Balance.raw_fen)
-            .outerjoin(Balance, Balance.account_id == Account.id)
-            .where(
-                Account.tenant_id.in_(tenants),
-                Account.owner_type == "person",
-                Account.owner_id.in_(persons[i : i + 500]),
-                Account.kind == PURSE_KIND,
-            )
-        )
-        for tid, person, kind, raw in session.connection().execute(stmt):
-            out[(tid, int(person or 0))] = (raw or 0) * AccountType(kind).sign
-    return out
+                cards[(tid, kind, str(found))] = CardFacts(cid, no, person, status, at)
+                if account_type is not None:
+                    balances[(tid, person)] = (raw or 0) * AccountType(account_type).sign
+    return cards, balances
 
 
 def _facts(session: Session, device: DeviceRef, tap: TapMessage) -> _TapFacts:
