@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
@@ -283,17 +283,27 @@ def _cards(session: Session, uploads: Sequence[Upload]) -> CardMap:
             elif c is not None and c.kind is _CARD_NO:
                 nos.add(c.value)
     out: CardMap = {}
-    for kind, column, values in (
-        (CredentialKind.UID, Card.uid, uids),
-        (CredentialKind.CARD_NO, Card.card_no, nos),
-    ):
+    for kind, values in ((CredentialKind.UID, uids), (CredentialKind.CARD_NO, nos)):
         for part in _chunks(sorted(values)):
-            stmt = select(Card.tenant_id, column, Card.card_no, Card.status).where(
-                Card.tenant_id.in_(tenants), column.in_(part)
-            )
-            for tid, value, no, status in session.execute(stmt):
+            params = {"tenants": sorted(tenants), "values": part}
+            for tid, value, no, status in session.execute(_CARDS_BY[kind], params):
                 out[(tid, kind, str(value))] = (no, status)
     return out
+
+
+def _cards_query(column: Any) -> Any:
+    return select(Card.tenant_id, column, Card.card_no, Card.status).where(
+        Card.tenant_id.in_(bindparam("tenants", expanding=True)),
+        column.in_(bindparam("values", expanding=True)),
+    )
+
+
+# Built once (expanding parameters): building the select for every chunk cost more than
+# running it.
+_CARDS_BY = {
+    CredentialKind.UID: _cards_query(Card.uid),
+    CredentialKind.CARD_NO: _cards_query(Card.card_no),
+}
 
 
 def _chunks(values: list[T], size: int = 500) -> list[list[T]]:
