@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Response, abort, flash, g, render_template, request
+from flask import Blueprint, Response, abort, flash, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
@@ -26,10 +26,10 @@ from onecard.modules.canteen.models import Merchant, Pos, ReconCase, Refund, Sal
 from onecard.modules.canteen.offline import DECIDED_ONLINE
 from onecard.modules.canteen.services import KEY
 from onecard.platform.db.tenancy import get_scoped
-from onecard.platform.errors import OneCardError, PermissionDenied
+from onecard.platform.errors import OneCardError
 from onecard.platform.tenants.models import Site
 from onecard.platform.tenants.services import enabled_module_keys
-from onecard.web.console.core import Ctx, page, to
+from onecard.web.console.core import Ctx, domain_error_page, http_error_page, page, to
 from onecard.web.console.forms import confirm_page, confirmed
 from onecard.web.console.messages import localise
 from onecard.web.console.security import add_headers, check_csrf
@@ -77,20 +77,9 @@ def _words() -> dict[str, Any]:
     return {"word": word}
 
 
-@bp.errorhandler(OneCardError)
-def _domain_error(exc: OneCardError) -> tuple[str, int]:
-    g.pop("ctx", None)
-    status = 403 if isinstance(exc, PermissionDenied) else exc.status
-    title = _("Not allowed") if status == 403 else _("Something is wrong")
-    return render_template("console/error.html", title=title, message=localise(exc.message)), status
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> tuple[str, int]:
-    g.pop("ctx", None)
-    status = exc.code or 500
-    message = (exc.description or "") if status == 400 else (exc.name or "")
-    return render_template("console/error.html", title=exc.name, message=message), status
+# Errors render as on the console's own pages (same template, menu dropped, localised).
+bp.register_error_handler(OneCardError, domain_error_page)
+bp.register_error_handler(HTTPException, http_error_page)
 
 
 def canteen_page(permission: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

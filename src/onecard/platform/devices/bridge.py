@@ -489,32 +489,37 @@ class Bridge:
             return lambda: self._error(device, route.suffix, "internal_error", "", payload, reply)
         return _Done(device, route, payload, out, ctx.after_commit)
 
+    def _cached(self, device_id: str, now: float, gen: int) -> DeviceRef | None:
+        """The cache's entry for ``device_id`` while it is fresh (``resolve_ttl``, registry
+        generation), else ``None``."""
+        hit = self._refs.get(device_id)
+        return hit[0] if hit is not None and hit[1] > now and hit[2] == gen else None
+
+    def _remember(self, device_id: str, ref: DeviceRef | None, now: float, gen: int) -> None:
+        if ref is None:
+            self._refs.pop(device_id, None)
+        else:
+            self._refs[device_id] = (ref, now + self.resolve_ttl, gen)
+
     def _resolve_uncached(self, session: Session, device_ids: list[str]) -> None:
         """Fill the resolve cache for those of ``device_ids`` it lacks, in one query (a chunk
         of taps would otherwise pay one round trip per device whose entry expired)."""
         now, gen = time.monotonic(), services.generation()
-        wanted = [
-            d
-            for d in device_ids
-            if (hit := self._refs.get(d)) is None or hit[1] <= now or hit[2] != gen
-        ]
+        wanted = [d for d in device_ids if self._cached(d, now, gen) is None]
         if len(wanted) < 2:
             return  # `_resolve` asks for one as cheaply
         for device_id, ref in services.resolve_many(session, wanted).items():
-            self._refs[device_id] = (ref, now + self.resolve_ttl, gen)
+            self._remember(device_id, ref, now, gen)
 
     def _resolve(self, session: Session, device_id: str, *, cached: bool) -> DeviceRef | None:
         """`resolve` with a per-process cache (``resolve_ttl``; dropped on a registry change in
         this process and after every route that may change the device row)."""
         now, gen = time.monotonic(), services.generation()
-        hit = self._refs.get(device_id) if cached else None
-        if hit is not None and hit[1] > now and hit[2] == gen:
-            return hit[0]
+        hit = self._cached(device_id, now, gen) if cached else None
+        if hit is not None:
+            return hit
         ref = resolve(session, device_id)
-        if ref is None:
-            self._refs.pop(device_id, None)
-        else:
-            self._refs[device_id] = (ref, now + self.resolve_ttl, gen)
+        self._remember(device_id, ref, now, gen)
         return ref
 
     def handle_taps(self, items: list[tuple[str, bytes]]) -> None:

@@ -119,14 +119,12 @@ def bridge_sessions(settings: Settings) -> sessionmaker[Session]:
     return make_session_factory(make_engine(settings.database.url, hot_path=True))
 
 
-def start_device_services(
-    settings: Settings, *, registry: Any = None, sessions: sessionmaker[Session] | None = None
-) -> DeviceServices:
+def start_device_services(settings: Settings, *, registry: Any = None) -> DeviceServices:
     """Start the embedded broker (when ``mqtt.embedded``), a bridge thread and the task runner.
 
     This is what ``onecard run`` calls after migrating the database.
     """
-    sessions = sessions or bridge_sessions(settings)
+    sessions = bridge_sessions(settings)
     broker = None
     if settings.mqtt.embedded:
         folder = data_folder(settings) / "mqtt"

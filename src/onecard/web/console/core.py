@@ -240,7 +240,9 @@ def _headers(response: Response) -> Response:
 
 
 @bp.errorhandler(OneCardError)
-def _domain_error(exc: OneCardError) -> tuple[str, int]:
+def domain_error_page(exc: OneCardError) -> tuple[str, int]:
+    """A domain refusal as the console's error page (403 for a permission, else its status);
+    module blueprints register it too."""
     g.pop("ctx", None)  # the view's session and tenant scope are gone: no menu on this page
     status = 403 if isinstance(exc, PermissionDenied) else exc.status
     title = _("Not allowed") if status == 403 else _("Something is wrong")
@@ -248,7 +250,8 @@ def _domain_error(exc: OneCardError) -> tuple[str, int]:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> tuple[str, int]:
+def http_error_page(exc: HTTPException) -> tuple[str, int]:
+    """An HTTP error (400 shows its description, others their name) as the console's page."""
     g.pop("ctx", None)
     status = exc.code or 500
     title = _("Bad request") if status == 400 else (exc.name or _("Something is wrong"))
