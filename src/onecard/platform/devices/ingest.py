@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
@@ -30,12 +30,14 @@ from onecard.device_agents.protocol.timesync import CLOCK_FLOOR_MS, corrected_ti
 from onecard.platform.cards.models import Card
 from onecard.platform.db.base import UtcDateTime
 from onecard.platform.db.engine import is_postgres
+from onecard.platform.db.sql import DIALECTS, in_values
 from onecard.platform.db.tenancy import unscoped
 from onecard.platform.devices.models import DeviceEpoch, DeviceRecord
 from onecard.platform.devices.services import DeviceRef
 from onecard.platform.devices.wire import Ack, DecodedBatch, Record
 
 MAX_MISSING_RANGES = 100
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 Range = tuple[int, int]
 
@@ -92,7 +94,13 @@ class Ingested:
     stored: int
     duplicates: int
     malformed: int
-    new: tuple[StoredRecord, ...] = ()
+    new_rows: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    @functools.cached_property
+    def new(self) -> tuple[StoredRecord, ...]:
+        """The well-formed records stored for the first time (built when first asked for:
+        with no module listening, nobody does)."""
+        return tuple(_stored(r) for r in self.new_rows)
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,7 @@ def _settle(
     Claims (removes) the keys it reports new from ``new_keys``, so a later upload of the same
     batch reports them as duplicates."""
     batch, pk = upload.batch, upload.device.pk
-    fresh: list[StoredRecord] = []
+    fresh: list[dict[str, Any]] = []
     stored = 0
     for r in rows:
         key = (pk, batch.epoch, r["seq"])
@@ -167,7 +175,7 @@ def _settle(
             new_keys.discard(key)
             stored += 1
             if r["type"] != MALFORMED:
-                fresh.append(_stored(r))
+                fresh.append(r)
     seqs = [r["seq"] for r in rows]
     if seqs:
         state.highest_seen = max(state.highest_seen, *seqs)
@@ -236,12 +244,9 @@ def _epoch_states(
 def _read_epochs(session: Session, keys: dict[EpochKey, DeviceRef]) -> dict[EpochKey, DeviceEpoch]:
     pks = sorted({pk for pk, _e in keys})
     out: dict[EpochKey, DeviceEpoch] = {}
+    stmt = _EPOCHS_BY[_dialect(session)]
     for part in _chunks(pks):
-        stmt = select(DeviceEpoch).where(DeviceEpoch.device_pk.in_(part))
-        if is_postgres(session):
-            stmt = stmt.with_for_update()
-        stmt = stmt.execution_options(populate_existing=True)
-        for st in session.scalars(stmt):
+        for st in session.scalars(stmt, {"pks": part}):
             if (st.device_pk, st.epoch) in keys:
                 out[(st.device_pk, st.epoch)] = st
     return out
@@ -283,27 +288,42 @@ def _cards(session: Session, uploads: Sequence[Upload]) -> CardMap:
             elif c is not None and c.kind is _CARD_NO:
                 nos.add(c.value)
     out: CardMap = {}
+    statements = _CARDS_BY[_dialect(session)]
     for kind, values in ((CredentialKind.UID, uids), (CredentialKind.CARD_NO, nos)):
         for part in _chunks(sorted(values)):
             params = {"tenants": sorted(tenants), "values": part}
-            for tid, value, no, status in session.execute(_CARDS_BY[kind], params):
+            for tid, value, no, status in session.execute(statements[kind], params):
                 out[(tid, kind, str(value))] = (no, status)
     return out
 
 
-def _cards_query(column: Any) -> Any:
+def _cards_query(column: Any, dialect: str) -> Any:
     return select(Card.tenant_id, column, Card.card_no, Card.status).where(
-        Card.tenant_id.in_(bindparam("tenants", expanding=True)),
-        column.in_(bindparam("values", expanding=True)),
+        in_values(Card.tenant_id, "tenants", dialect), in_values(column, "values", dialect)
     )
 
 
-# Built once (expanding parameters): building the select for every chunk cost more than
-# running it.
+# Built once per dialect (list parameters): building the select for every chunk cost more
+# than running it.
 _CARDS_BY = {
-    CredentialKind.UID: _cards_query(Card.uid),
-    CredentialKind.CARD_NO: _cards_query(Card.card_no),
+    dialect: {
+        CredentialKind.UID: _cards_query(Card.uid, dialect),
+        CredentialKind.CARD_NO: _cards_query(Card.card_no, dialect),
+    }
+    for dialect in DIALECTS
 }
+_EPOCHS_BY = {
+    dialect: select(DeviceEpoch)
+    .where(in_values(DeviceEpoch.device_pk, "pks", dialect))
+    .execution_options(populate_existing=True)
+    for dialect in DIALECTS
+}
+# PostgreSQL: the epochs' rows are locked for the transaction (see `_insert_new`).
+_EPOCHS_BY["postgresql"] = _EPOCHS_BY["postgresql"].with_for_update()
+
+
+def _dialect(session: Session) -> str:
+    return "postgresql" if is_postgres(session) else "sqlite"
 
 
 def _chunks(values: list[T], size: int = 500) -> list[list[T]]:
@@ -363,7 +383,7 @@ def _corrected_time(rec: Record, offset_ms: int | None) -> tuple[datetime | None
     if not rec.clock_valid or rec.device_time < CLOCK_FLOOR_MS:
         return None, ["clock_invalid"]
     ms = corrected_time(rec.device_time, offset_ms or 0)
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms), []
+    return _UNIX_EPOCH + timedelta(milliseconds=ms), []
 
 
 def card_of(session: Session, kind: CredentialKind, value: str) -> Card | None:
@@ -473,7 +493,7 @@ def _bulk_insert(session: Session, rows: list[dict[str, Any]]) -> None:
             stamp(r["corrected_time"]),
             r["clock_valid"],
             stamp(r["received_at"]),
-            json.dumps(r["flags"]) if r["flags"] else "[]",
+            _flags_json(tuple(r["flags"])),
             r["payload_json"],
         )
         for r in rows
@@ -482,6 +502,12 @@ def _bulk_insert(session: Session, rows: list[dict[str, Any]]) -> None:
         _copy(conn, params)
     else:
         conn.exec_driver_sql(_INSERT_SQL["?" if dialect.paramstyle == "qmark" else "%s"], params)
+
+
+@functools.lru_cache(maxsize=512)
+def _flags_json(flags: tuple[str, ...]) -> str:
+    """``flags`` as JSON text (a handful of combinations recur across every record)."""
+    return json.dumps(list(flags))
 
 
 def _copy(conn: Connection, params: list[tuple[Any, ...]]) -> None:
@@ -506,7 +532,10 @@ def _stamp_processor(dialect: Dialect) -> Callable[[datetime | None], Any]:
     """The bind processor of a `UtcDateTime` column on ``dialect`` (identity if none)."""
     found = _STAMPS.get(dialect.name)
     if found is None:
-        processor = UtcDateTime().bind_processor(dialect)
+        # The dialect's own implementation (on SQLite, the ORM's text form): the generic
+        # type's processor would leave the datetime to the driver, which writes another form.
+        column_type = UtcDateTime()
+        processor = column_type.dialect_impl(dialect).bind_processor(dialect)
         found = processor if processor is not None else (lambda value: value)
         _STAMPS[dialect.name] = found
     return found

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from onecard.platform.actors import Actor
 from onecard.platform.audit.record import record
+from onecard.platform.db.sql import DIALECTS, in_values
 from onecard.platform.db.tenancy import unscoped
 from onecard.platform.devices.credentials import mosquitto_hash, new_password
 from onecard.platform.devices.models import Device
@@ -199,14 +200,20 @@ _REF_COLUMNS = (
 )
 
 
+# Built once per dialect: the bridge resolves devices for every chunk of messages.
+_REFS_BY = {
+    dialect: select(*_REF_COLUMNS).where(in_values(Device.device_id, "ids", dialect))
+    for dialect in DIALECTS
+}
+
+
 def resolve_many(session: Session, device_ids: Sequence[str]) -> dict[str, DeviceRef]:
     """:func:`resolve` of several devices in one query; unknown ids are left out."""
     if not device_ids:
         return {}
+    stmt = _REFS_BY[session.get_bind().dialect.name]
     with unscoped(reason="bridge: find the tenant of a topic's device"):
-        rows = session.execute(
-            select(*_REF_COLUMNS).where(Device.device_id.in_(sorted(set(device_ids))))
-        )
+        rows = session.execute(stmt, {"ids": sorted(set(device_ids))})
         return {r.device_id: DeviceRef(*r) for r in rows}
 
 

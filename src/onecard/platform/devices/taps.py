@@ -31,6 +31,7 @@ from onecard.device_agents.protocol.codes import ALLOW_REASONS, CredentialKind, 
 from onecard.platform.actors import Actor
 from onecard.platform.cards.models import Card, CardStatus
 from onecard.platform.clock import as_utc
+from onecard.platform.db.sql import DIALECTS, in_values
 from onecard.platform.devices.models import DeviceTap
 from onecard.platform.devices.services import DeviceRef
 from onecard.platform.devices.wire import TapDecision as DecisionMessage
@@ -340,12 +341,20 @@ def _credential(tap: TapMessage) -> tuple[CredentialKind, str]:
 
 # The batch's statements are built once, with expanding parameters: building a select and
 # its IN lists for every chunk cost more CPU than running it.
-_REPLIES = select(DeviceTap.device_pk, *_FIRST_REPLY.selected_columns).where(
-    tuple_(DeviceTap.device_pk, DeviceTap.req_id).in_(bindparam("keys", expanding=True))
-)
+# On PostgreSQL: the taps' devices and request ids as two arrays (a superset of the pairs,
+# narrowed in Python; the text stays the same for any count, see `in_values`).
+_REPLIES = {
+    "postgresql": select(DeviceTap.device_pk, *_FIRST_REPLY.selected_columns).where(
+        in_values(DeviceTap.device_pk, "pks", "postgresql"),
+        in_values(DeviceTap.req_id, "req_ids", "postgresql"),
+    ),
+    "sqlite": select(DeviceTap.device_pk, *_FIRST_REPLY.selected_columns).where(
+        tuple_(DeviceTap.device_pk, DeviceTap.req_id).in_(bindparam("keys", expanding=True))
+    ),
+}
 
 
-def _batch_cards_query(column: Any) -> Any:
+def _batch_cards_query(column: Any, dialect: str) -> Any:
     purse_on = and_(
         Account.tenant_id == Card.tenant_id,
         Account.owner_type == "person",
@@ -360,24 +369,38 @@ def _batch_cards_query(column: Any) -> Any:
         .outerjoin(Account, purse_on)
         .outerjoin(Balance, Balance.account_id == Account.id)
         .where(
-            Card.tenant_id.in_(bindparam("tenants", expanding=True)),
-            column.in_(bindparam("values", expanding=True)),
+            in_values(Card.tenant_id, "tenants", dialect), in_values(column, "values", dialect)
         )
     )  # fmt: skip
 
 
 _BATCH_CARDS = {
-    CredentialKind.UID: _batch_cards_query(Card.uid),
-    CredentialKind.CARD_NO: _batch_cards_query(Card.card_no),
+    dialect: {
+        CredentialKind.UID: _batch_cards_query(Card.uid, dialect),
+        CredentialKind.CARD_NO: _batch_cards_query(Card.card_no, dialect),
+    }
+    for dialect in DIALECTS
 }
 
 
 def _replies(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], TapOutcome]:
     out: dict[tuple[int, str], TapOutcome] = {}
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    wanted = set(keys)
     for i in range(0, len(keys), 500):
-        rows = session.connection().execute(_REPLIES, {"keys": keys[i : i + 500]})
+        part = keys[i : i + 500]
+        if postgres:
+            params: dict[str, Any] = {
+                "pks": sorted({k[0] for k in part}),
+                "req_ids": sorted({k[1] for k in part}),
+            }
+            rows = conn.execute(_REPLIES["postgresql"], params)
+        else:
+            rows = conn.execute(_REPLIES["sqlite"], {"keys": part})
         for pk, req_id, allow, reason, entry_ids, reply in rows:
-            out[(pk, req_id)] = _replayed(req_id, allow, reason, entry_ids, reply)
+            if (pk, req_id) in wanted:
+                out[(pk, req_id)] = _replayed(req_id, allow, reason, entry_ids, reply)
     return out
 
 
@@ -393,11 +416,12 @@ def _cards(
         wanted.setdefault(kind, set()).add(value)
     cards: dict[tuple[int, CredentialKind, str], CardFacts] = {}
     balances: dict[tuple[int, int], int | None] = {}
-    for kind, stmt in _BATCH_CARDS.items():
+    conn = session.connection()
+    for kind, stmt in _BATCH_CARDS[conn.dialect.name].items():
         values = sorted(wanted.get(kind, ()))
         for i in range(0, len(values), 500):
             params = {"tenants": sorted(tenants), "values": values[i : i + 500]}
-            for row in session.connection().execute(stmt, params):
+            for row in conn.execute(stmt, params):
                 tid, found, cid, no, person, status, expires, account_type, raw = row
                 at = as_utc(expires) if expires else None
                 cards[(tid, kind, str(found))] = CardFacts(cid, no, person, status, at)
