@@ -131,13 +131,13 @@ def bridge_main(url: str, port: int, ready: Any, stop: Any, workers: int | None,
     from onecard.platform.db.engine import make_engine, make_session_factory
     from onecard.platform.devices.bridge import Bridge, Connection
     from onecard.platform.devices.broker import PLATFORM_USER
-    from onecard.platform.devices.runtime import prefer_short_waits
+    from onecard.platform.devices.runtime import tune_for_the_bridge
     from onecard.platform.secrets import SecretBox
 
     sf = make_session_factory(make_engine(url, hot_path=True))  # as `onecard bridge` has it
     conn = Connection("127.0.0.1", port, PLATFORM_USER, PLATFORM_PW, client_id=name)
     bridge = Bridge(sf, conn, box=SecretBox(SECRET), workers=workers)
-    prefer_short_waits()  # as `onecard bridge` does
+    tune_for_the_bridge()  # as `onecard bridge` does
     bridge.start()
     if not bridge.subscribed.wait(60):
         raise SystemExit("bridge did not subscribe")

@@ -6,6 +6,7 @@ bridge`` calls :func:`run_bridge_forever`. Both take the process :class:`Setting
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -30,6 +31,8 @@ from onecard.platform.secrets import SecretBox, load_or_create_secret_key
 log = logging.getLogger(__name__)
 # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
 SWITCH_INTERVAL = 0.0005
+# Allocations between young-generation collections (Python's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def data_folder(settings: Settings) -> Path:
@@ -117,17 +120,27 @@ class DeviceServices:
             session.commit()
 
 
-def prefer_short_waits() -> None:
-    """Let a thread that waits for the GIL have it after 0.5 ms instead of 5 (process-wide).
+def tune_for_the_bridge() -> None:
+    """Tune this process (the whole process: call it once, after start-up) for the bridge.
 
-    A bridge worker gives up the GIL for every database round trip and must win it back from
-    the MQTT network thread and the other worker before it can go on; with Python's default,
-    each of a tap's four or five round trips could wait up to 5 ms for it. In the device bench
-    (PostgreSQL, 500 taps/s) the tap round trip p50 went from 27-29 ms to 5-18 ms and the p99
-    from 63-114 to 22-42 ms (docs/devices.md, "Device benchmarks"); the extra switches cost
-    no measurable CPU.
+    - **Thread switches.** A thread waiting for the GIL gets it after 0.5 ms instead of 5. A
+      bridge worker gives up the GIL for every database round trip and must win it back from
+      the MQTT network thread and the other worker; with the default, each of a tap's four or
+      five round trips could wait up to 5 ms for it. Device bench, PostgreSQL, 500 taps/s,
+      alternating runs: tap p50 25-48 ms with the default against 5-32 ms, p99 63-248 against
+      22-162 ms (docs/devices.md, "Device benchmarks").
+    - **Garbage collection.** What start-up created (modules, mappers, compiled statements) is
+      frozen out of the collector's scans, and the young generation is collected every 50,000
+      allocations instead of 700: decoding a batch of records allocates thousands of objects,
+      and with the defaults the collections cost the bridge 4.1-5.5 s of CPU in a bench run
+      of about two minutes (the older generations' scans of the whole heap paused it for up
+      to 0.22 s); frozen, with this threshold, 1.3 s. The older generations keep their
+      thresholds, so cyclic garbage is still collected.
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD)
 
 
 def bridge_sessions(settings: Settings) -> sessionmaker[Session]:
@@ -154,7 +167,7 @@ def start_device_services(settings: Settings, *, registry: Any = None) -> Device
         )
         broker.start()
     bridge = Bridge(sessions, connection(settings), box=secret_box(settings), registry=registry)
-    prefer_short_waits()
+    tune_for_the_bridge()
     bridge.start()
     services = DeviceServices(bridge, broker, sessions)
     services._thread = threading.Thread(
@@ -181,7 +194,7 @@ def run_bridge_forever(
         box=secret_box(settings),
         registry=registry,
     )
-    prefer_short_waits()
+    tune_for_the_bridge()
     bridge.start()
     log.info("bridge running (client id %s)", bridge.conn.client_id)
     stop.wait()
