@@ -127,8 +127,8 @@ def tune_for_the_bridge() -> None:
       bridge worker gives up the GIL for every database round trip and must win it back from
       the MQTT network thread and the other worker; with the default, each of a tap's four or
       five round trips could wait up to 5 ms for it. Device bench, PostgreSQL, 500 taps/s,
-      alternating runs: tap p50 25-48 ms with the default against 5-32 ms, p99 63-248 against
-      22-162 ms (docs/devices.md, "Device benchmarks").
+      four alternating pairs of runs: tap p50 25-31 ms with the default against 5-28 ms, p99
+      63-248 against 22-146 ms (docs/devices.md, "Device benchmarks").
     - **Garbage collection.** What start-up created (modules, mappers, compiled statements) is
       frozen out of the collector's scans, and the young generation is collected every 50,000
       allocations instead of 700: decoding a batch of records allocates thousands of objects,
