@@ -251,9 +251,11 @@ def _wait_until_up(base: str, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is not None:
             pytest.fail(f"gunicorn exited with {process.returncode}")
         try:
-            requests.get(f"{base}/console/login", timeout=2)
+            requests.get(f"{base}/console/login", timeout=10)
             return
-        except requests.ConnectionError:
+        # The socket accepts before the worker has loaded the app: a first request can wait
+        # (or time out) while it boots, on a busy machine for more than a few seconds.
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     pytest.fail("gunicorn did not answer within 60 s")
 
