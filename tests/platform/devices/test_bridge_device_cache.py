@@ -25,7 +25,7 @@ from onecard.platform.secrets import SecretBox
 from onecard.platform.tenants.models import Tenant
 from onecard.testing.fixtures import unique
 
-TTL = 0.6
+TTL = 1.5  # long enough that a slow machine does not let an entry expire mid-test
 
 
 @pytest.fixture

@@ -515,8 +515,8 @@ class Bridge:
             self._used.add(device_id)
 
     def refresh_refs(self) -> int:
-        """Read again, in one query per 500, the cache entries of devices heard from since the
-        last refresh that expire within half of ``resolve_ttl``; returns how many were read.
+        """Read again (`services.resolve_many`) the cache entries of devices heard from since
+        the last refresh that expire within half of ``resolve_ttl``; returns how many.
 
         Runs on the outbox thread, so a busy device's entry is renewed before it expires and
         its messages never wait for the registry read (under a steady load of taps, resolving
@@ -532,15 +532,12 @@ class Bridge:
         }
         if not due:
             return 0
-        ids = sorted(due)
         with self.sessions() as session:
-            found: dict[str, DeviceRef] = {}
-            for i in range(0, len(ids), 500):
-                found.update(services.resolve_many(session, ids[i : i + 500]))
+            found = services.resolve_many(session, list(due))
         for device_id, old in due.items():
             if self._refs.get(device_id) is old:  # nobody changed it while we read
                 self._remember(device_id, found.get(device_id), now, gen, heard=False)
-        return len(ids)
+        return len(due)
 
     def _resolve_uncached(self, session: Session, device_ids: list[str]) -> None:
         """Fill the resolve cache for those of ``device_ids`` it lacks, in one query (a chunk

@@ -244,7 +244,7 @@ def _epoch_states(
 def _read_epochs(session: Session, keys: dict[EpochKey, DeviceRef]) -> dict[EpochKey, DeviceEpoch]:
     pks = sorted({pk for pk, _e in keys})
     out: dict[EpochKey, DeviceEpoch] = {}
-    stmt = _EPOCHS_BY[_dialect(session)]
+    stmt = _EPOCHS_BY[session.get_bind().dialect.name]
     for part in _chunks(pks):
         for st in session.scalars(stmt, {"pks": part}):
             if (st.device_pk, st.epoch) in keys:
@@ -288,7 +288,7 @@ def _cards(session: Session, uploads: Sequence[Upload]) -> CardMap:
             elif c is not None and c.kind is _CARD_NO:
                 nos.add(c.value)
     out: CardMap = {}
-    statements = _CARDS_BY[_dialect(session)]
+    statements = _CARDS_BY[session.get_bind().dialect.name]
     for kind, values in ((CredentialKind.UID, uids), (CredentialKind.CARD_NO, nos)):
         for part in _chunks(sorted(values)):
             params = {"tenants": sorted(tenants), "values": part}
@@ -312,18 +312,19 @@ _CARDS_BY = {
     }
     for dialect in DIALECTS
 }
-_EPOCHS_BY = {
-    dialect: select(DeviceEpoch)
-    .where(in_values(DeviceEpoch.device_pk, "pks", dialect))
-    .execution_options(populate_existing=True)
-    for dialect in DIALECTS
-}
-# PostgreSQL: the epochs' rows are locked for the transaction (see `_insert_new`).
-_EPOCHS_BY["postgresql"] = _EPOCHS_BY["postgresql"].with_for_update()
 
 
-def _dialect(session: Session) -> str:
-    return "postgresql" if is_postgres(session) else "sqlite"
+def _epochs_query(dialect: str) -> Any:
+    stmt = (
+        select(DeviceEpoch)
+        .where(in_values(DeviceEpoch.device_pk, "pks", dialect))
+        .execution_options(populate_existing=True)
+    )
+    # PostgreSQL: the epochs' rows are locked for the transaction (see `_insert_new`).
+    return stmt.with_for_update() if dialect == "postgresql" else stmt
+
+
+_EPOCHS_BY = {dialect: _epochs_query(dialect) for dialect in DIALECTS}
 
 
 def _chunks(values: list[T], size: int = 500) -> list[list[T]]:

@@ -339,10 +339,10 @@ def _credential(tap: TapMessage) -> tuple[CredentialKind, str]:
     return kind, value.upper() if kind is CredentialKind.UID else value
 
 
-# The batch's statements are built once, with expanding parameters: building a select and
-# its IN lists for every chunk cost more CPU than running it.
-# On PostgreSQL: the taps' devices and request ids as two arrays (a superset of the pairs,
-# narrowed in Python; the text stays the same for any count, see `in_values`).
+# The batch's statements are built once per dialect, with list parameters: building a select
+# and its IN lists for every chunk cost more CPU than running it. On PostgreSQL the replay
+# check binds the taps' devices and request ids as two arrays (a superset of the pairs,
+# narrowed in Python), so its text stays the same for any count (see `in_values`).
 _REPLIES = {
     "postgresql": select(DeviceTap.device_pk, *_FIRST_REPLY.selected_columns).where(
         in_values(DeviceTap.device_pk, "pks", "postgresql"),
