@@ -323,6 +323,20 @@ def acked(f: Any) -> int:
     return int(f.loop.call(lambda: sum(t.counters.records_acked for t in f.terminals)))
 
 
+def resend_in_turns(f: Any, terminals: list[Any], handed: list[float], turn: int = 10) -> None:
+    """Start ``resend_all`` on ``terminals``, ``turn`` of them per pass of the fleet's loop
+    (runs in the loop's thread), and append the time to ``handed`` after the last. Real
+    terminals prepare their uploads each on its own; done all at once in one callback, the
+    loop wrote nothing to the network for the second or so that preparing 1,000 uploads
+    takes, and the platform sat idle until the first byte came."""
+    for term in terminals[:turn]:
+        term.agent.resend_all()
+    if terminals[turn:]:
+        f.loop.call_later(0.0, lambda: resend_in_turns(f, terminals[turn:], handed, turn))
+    else:
+        handed.append(time.monotonic())
+
+
 def burst_ingest(
     f: Any, sf: Any, tid: int, per_device: int, name: str, cpu: CpuMeter
 ) -> dict[str, Any]:
@@ -360,8 +374,8 @@ def burst_ingest(
     )
     start = time.monotonic()
     cpu.start()
-    f.loop.call(lambda: [term.agent.resend_all() for term in f.terminals])
-    handed = time.monotonic() - start
+    handed: list[float] = []
+    f.loop.call(lambda: resend_in_turns(f, list(f.terminals), handed))
     wait(lambda: acked(f) >= base + added, 900, "burst ingest", 0.05)
     took = time.monotonic() - start
     cores = cpu.shares()
@@ -371,7 +385,7 @@ def burst_ingest(
         "seconds": took,
         "rate": added / took,
         "stored_twice": total - distinct,
-        "fleet_publish_s": handed,
+        "fleet_publish_s": handed[0] - start if handed else float("nan"),
         "cpu": cores,
     }
 
