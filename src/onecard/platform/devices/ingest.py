@@ -38,6 +38,7 @@ from onecard.platform.devices.wire import Ack, DecodedBatch, Record
 
 MAX_MISSING_RANGES = 100
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)  # times an int: half the cost of timedelta(milliseconds=)
 T = TypeVar("T")
 Range = tuple[int, int]
 
@@ -384,7 +385,7 @@ def _corrected_time(rec: Record, offset_ms: int | None) -> tuple[datetime | None
     if not rec.clock_valid or rec.device_time < CLOCK_FLOOR_MS:
         return None, ["clock_invalid"]
     ms = corrected_time(rec.device_time, offset_ms or 0)
-    return _UNIX_EPOCH + timedelta(milliseconds=ms), []
+    return _UNIX_EPOCH + _ONE_MS * ms, []
 
 
 def card_of(session: Session, kind: CredentialKind, value: str) -> Card | None:
