@@ -90,10 +90,7 @@ Out = BaseModel  # a protocol message; its topic (and retain flag) follow from i
 REF_ROUTES = frozenset({"up/heartbeat"})
 RECEIVE_MAXIMUM = 1000  # unacked messages the broker may send us (acked per chunk, after commit)
 MAX_SINGLES = 50
-# Taps in a chunk from which they are read and written together (`taps.TapBatch`: three
-# statements for the chunk instead of two a tap). From two on it pays: on PostgreSQL a chunk of
-# three took 2.4-3.1 ms instead of 3.5-4.2 (docs/devices.md), on SQLite it is about even.
-TAP_BATCH_FROM = 2
+TAP_BATCH_FROM = 4  # taps in a chunk from which reading them together pays
 TX_ATTEMPTS = 4  # runs of a shared transaction the database failed as a deadlock victim
 RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 T = TypeVar("T")  # other messages sharing one transaction (row locks held for its length)
@@ -576,7 +573,7 @@ class Bridge:
 
         def decide_all(session: Session) -> list[tuple[DeviceRef, taps.TapOutcome, Any]]:
             now, out = self.clock(), []
-            # One tap: two statements. More: the reads and the write are shared (`TapBatch`).
+            # A few taps: two statements each. More: three reads and one write for them all.
             batch = None
             if len(wanted) >= TAP_BATCH_FROM:
                 batch = taps.TapBatch(session, [(w.device, w.message) for w in wanted])
