@@ -329,10 +329,11 @@ def resend_in_turns(f: Any, terminals: list[Any], handed: list[float], turn: int
     terminals prepare their uploads each on its own; done all at once in one callback, the
     loop wrote nothing to the network for the second or so that preparing 1,000 uploads
     takes, and the platform sat idle until the first byte came."""
-    for term in terminals[:turn]:
+    now, rest = terminals[:turn], terminals[turn:]
+    for term in now:
         term.agent.resend_all()
-    if terminals[turn:]:
-        f.loop.call_later(0.0, lambda: resend_in_turns(f, terminals[turn:], handed, turn))
+    if rest:
+        f.loop.call_later(0.0, lambda: resend_in_turns(f, rest, handed, turn))
     else:
         handed.append(time.monotonic())
 
