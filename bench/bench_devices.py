@@ -399,7 +399,12 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
     from onecard.device_agents.protocol.codes import CredentialKind, DeviceKind
     from onecard.device_agents.runtime.agent import Presented
     from onecard.device_agents.runtime.mqtt import BrokerAddress
-    from onecard.device_agents.sim.fleet import AMOUNT_KINDS, Fleet, FleetSettings
+    from onecard.device_agents.sim.fleet import (
+        AMOUNT_KINDS,
+        Fleet,
+        FleetSettings,
+        tune_for_the_fleet,
+    )
     from onecard.platform.actors import Actor
     from onecard.platform.cards.lifecycle import report_loss
     from onecard.platform.cards.models import Card
@@ -445,6 +450,7 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
                 )
             )
             fleet.taps = False
+            tune_for_the_fleet()  # as `onecard sim` does
             f = fleet
             # (b) ingest: every terminal stores records offline, then all connect at once.
             t = time.monotonic()

@@ -23,7 +23,13 @@ from onecard.device_agents.runtime.host import AgentHost
 from onecard.device_agents.runtime.mqtt import BrokerAddress
 from onecard.device_agents.runtime.personality import load_personality
 from onecard.device_agents.runtime.pos_terminal import PosTerminal, read_pos_key
-from onecard.device_agents.sim.fleet import FAULTS, Fleet, FleetSettings, load_credentials
+from onecard.device_agents.sim.fleet import (
+    FAULTS,
+    Fleet,
+    FleetSettings,
+    load_credentials,
+    tune_for_the_fleet,
+)
 
 KINDS = [k.value for k in DeviceKind]
 
@@ -190,7 +196,9 @@ def sim_command(
             seed=seed,
             public_key_hex=config_public_key,
         )
-    ).start()
+    )
+    tune_for_the_fleet()
+    fleet.start()
     stop = threading.Event()
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait(duration)

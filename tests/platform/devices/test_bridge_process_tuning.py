@@ -1,5 +1,6 @@
 """``tune_for_the_bridge``: what ``onecard bridge`` and ``onecard run`` set for their process
-(checked in a fresh interpreter: the settings are process-wide)."""
+(checked in a fresh interpreter: the settings are process-wide), and the bridge's MQTT client's
+garbage-free topic matcher."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import json
 import subprocess
 import sys
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from onecard.device_agents.runtime.paho_matcher import AcyclicMatcher
+from onecard.platform.devices.bridge import Bridge, Connection
 from onecard.platform.devices.runtime import GC_YOUNG_THRESHOLD, SWITCH_INTERVAL
+from onecard.platform.secrets import SecretBox
 
 PROBE = """
 import gc, json, sys
@@ -34,3 +40,11 @@ def test_the_bridge_process_switches_threads_sooner_and_collects_less_often() ->
     assert got["threshold"][1:] == got["default_older"]  # older generations as they were
     assert got["enabled"]  # cyclic garbage is still collected
     assert got["frozen"] > 10_000  # what the imports made is out of the collector's scans
+
+
+def test_the_bridges_client_leaves_no_garbage_cycle_per_message(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """paho's own topic matcher leaves a cycle per received message (`paho_matcher`)."""
+    bridge = Bridge(session_factory, Connection(), box=SecretBox("tuning-secret-0123456789abcdef"))
+    assert isinstance(bridge.client._on_message_filtered, AcyclicMatcher)

@@ -32,6 +32,7 @@ from onecard.device_agents.protocol.codec import encode
 from onecard.device_agents.protocol.messages import State
 from onecard.device_agents.protocol.topics import Topic, device_subscription, topic
 from onecard.device_agents.runtime.agent import Agent
+from onecard.device_agents.runtime.paho_matcher import use_acyclic_matcher
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,7 @@ class MqttLink:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5
         )
+        use_acyclic_matcher(client)  # no garbage cycle per received message
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
         if self.broker.tls_ca:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import json
 import random
 import time
@@ -211,6 +212,19 @@ class Terminal:
     def unsent(self) -> int:
         """Records this terminal still has to deliver."""
         return self.agent.store.unsent_count()
+
+
+def tune_for_the_fleet() -> None:
+    """Freeze what exists now out of the garbage collector's scans (the whole process: call it
+    once, after building the fleet, as `onecard sim` and the device bench do).
+
+    A fleet's terminals (agents, stores, paho clients) live as long as the process, and every
+    full collection scanned all of them: with 1,000 terminals one took about 100 ms, during
+    which every simulated terminal stood still at once, which no fleet of separate devices does
+    (device bench, PostgreSQL: the 50 taps it delayed were the run's whole p99). Frozen, a
+    collection scans only what was made since."""
+    gc.collect()
+    gc.freeze()
 
 
 class Fleet:

@@ -44,6 +44,7 @@ from onecard.device_agents.protocol.topics import (
     DEVICE_ID_RE,
     STATE_SUBSCRIPTION,
 )
+from onecard.device_agents.runtime.paho_matcher import use_acyclic_matcher
 from onecard.platform.cards.models import BlacklistChange
 from onecard.platform.clock import utcnow
 from onecard.platform.db.tenancy import tenant_scope, unscoped
@@ -197,6 +198,7 @@ class Bridge:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
+        use_acyclic_matcher(c)  # no garbage cycle per received message
         if self.conn.username:
             c.username_pw_set(self.conn.username, self.conn.password)
         if self.conn.tls_ca:
