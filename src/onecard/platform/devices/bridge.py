@@ -95,7 +95,8 @@ TAP_BATCH_FROM = 4  # taps in a chunk from which reading them together pays
 TX_ATTEMPTS = 4  # runs of a shared transaction the database failed as a deadlock victim
 RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 T = TypeVar("T")  # other messages sharing one transaction (row locks held for its length)
-BATCHED_ROUTES = frozenset({"up/tap", "up/records"})  # handled in shared transactions
+# handled in shared transactions of their kind (`handle_chunk`)
+BATCHED_ROUTES = frozenset({"up/tap", "up/records", "up/hello", "state"})
 WAKE_ROUTES = frozenset({"state", "up/hello", "up/receipt"})  # may make list/command updates due
 
 
@@ -292,12 +293,14 @@ class Bridge:
                 return
 
     def handle_chunk(self, chunk: list[tuple[mqtt.MQTTMessage, float]]) -> None:
-        """Handle queued messages in three kinds of shared transactions: taps, record uploads,
-        and the rest (each in its savepoint). A device's messages keep their order: before a
-        message of a device whose earlier messages wait in another kind of batch, the pending
-        batches are handled. Within a flush, taps go before uploads: a record that carries the
-        ``req_id`` of a tap the device gave up waiting for must find that tap decided (canteen
-        then records the sale once, not twice)."""
+        """Handle queued messages in four kinds of shared transactions: connections (states and
+        hellos), taps, record uploads, and the rest (each in its savepoint). A device's messages
+        keep their order: before a message of a device whose earlier messages wait in another
+        kind of batch, the pending batches are handled. Within a flush, the rest go first, then
+        states, then hellos (a reconnecting device's ``state`` before its hello: a reconnect
+        storm is one shared transaction, not two per device), then taps, then uploads: a record
+        that carries the ``req_id`` of a tap the device gave up waiting for must find that tap
+        decided (canteen then records the sale once, not twice)."""
         batch = _Pending()
         for msg, arrived in chunk:
             device_id, _, rest = msg.topic.removeprefix("oc/v1/").partition("/")
@@ -316,13 +319,28 @@ class Bridge:
                 if device_id in batch.single_devices:
                     self._flush(batch)  # its other messages first: a device keeps its order
                 batch.add(batch.taps, device_id, bytes(msg.payload))
+            elif batchable and rest == Topic.STATE.value:
+                # States go first in their flush: anything of the device's before it, first.
+                if device_id in batch.single_devices | batch.devices | batch.state_devices:
+                    self._flush(batch)
+                batch.states.append((device_id, bytes(msg.payload)))
+                batch.state_devices.add(device_id)
+            elif batchable and rest == Topic.HELLO.value:
+                # Hellos go after states, before taps and uploads: a device's earlier messages
+                # of another kind (its state aside), or an earlier hello, first.
+                if device_id in batch.single_devices or device_id in batch.devices:
+                    self._flush(batch)
+                batch.add(batch.hellos, device_id, bytes(msg.payload))
             elif batchable:
                 if device_id in batch.single_devices:
                     self._flush(batch)
                 batch.add(batch.records, device_id, bytes(msg.payload))
             else:
-                if device_id in batch.devices:
-                    self._flush(batch)  # its taps or uploads first: a device keeps its order
+                route = self.routes.get(rest)
+                reads_only = route is not None and not route.writes  # a time request
+                pending = device_id in batch.devices or device_id in batch.state_devices
+                if pending and not reads_only:
+                    self._flush(batch)  # its earlier messages first: a device keeps its order
                 batch.add(batch.singles, device_id, bytes(msg.payload), topic=msg.topic)
                 if len(batch.singles) >= MAX_SINGLES:
                     self._flush(batch)
@@ -331,6 +349,8 @@ class Bridge:
     def _flush(self, batch: _Pending) -> None:
         if batch.singles:
             self._safe(lambda s=list(batch.singles): self.handle_singles(s))  # type: ignore[misc]
+        if batch.hellos or batch.states:
+            self._safe(lambda h=list(batch.hellos), s=list(batch.states): self.handle_hellos(h, s))  # type: ignore[misc]
         if batch.taps:
             self._safe(lambda t=list(batch.taps): self.handle_taps(t))  # type: ignore[misc]
         if batch.records:
@@ -340,12 +360,16 @@ class Bridge:
     def _outbox_loop(self) -> None:
         """Publish list deltas and commands: at once when the blacklist changed (watched every
         ``outbox_tick``), a worker asked or the last round sent something, else every
-        ``outbox_interval``; never waits for the inbound queues. Every quarter of ``resolve_ttl``
-        it also renews the device cache (:meth:`refresh_refs`)."""
+        ``outbox_interval``; never waits for the inbound queues. Rounds are at least
+        ``outbox_tick`` apart: in a reconnect storm every batch of hellos asks for one, and
+        back-to-back rounds had taken a core's worth of time from the workers. Every quarter of
+        ``resolve_ttl`` it also renews the device cache (:meth:`refresh_refs`)."""
         last_mark: int | None = None
         last_run = refreshed = 0.0
         busy = False  # the last round sent something: more may be due (rows it skipped)
         while not self._stop.is_set():
+            if self._stop.wait(max(0.0, last_run + self.outbox_tick - time.monotonic())):
+                return
             woke = self._wake.wait(self.outbox_tick)
             self._wake.clear()
             if self._stop.is_set():
@@ -601,6 +625,50 @@ class Bridge:
             if hooks is not None and outcome.request is not None and not outcome.replayed:
                 self._safe(lambda h=hooks, o=outcome, d=device: _completed(h, d, o))  # type: ignore[misc]
 
+    def handle_hellos(
+        self, items: list[tuple[str, bytes]], states: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        """Apply ``(device id, payload)`` states, then answer hellos, of distinct devices in one
+        transaction (a reconnect storm: one statement per step for all of them, instead of a
+        savepoint and its round trips per message); then send each hello's device its list
+        updates, its newer config bundle and its ack, in that order (`_greet`). A failure falls
+        back to one message at a time."""
+        with self.sessions() as session:
+            flips = list(self._decoded(session, states or [], Topic.STATE))
+            wanted = list(self._decoded(session, items, Topic.HELLO))
+        if not wanted and not flips:
+            return
+        by_tenant: dict[int, tuple[list[tuple[int, bool]], list[tuple[DeviceRef, Hello]]]] = {}
+        for f in flips:
+            by_tenant.setdefault(f.device.tenant_id, ([], []))[0].append((f.device.pk, f.message))
+        for w in wanted:
+            by_tenant.setdefault(w.device.tenant_id, ([], []))[1].append((w.device, w.message))
+
+        def connect_all(session: Session) -> list[tuple[DeviceRef, list[Out]]]:
+            now = self.clock()
+            out: list[tuple[DeviceRef, list[Out]]] = []
+            for tid, (online, hellos) in sorted(by_tenant.items()):
+                with tenant_scope(tid):
+                    health.on_states(session, online, now=now)
+                    answers = self._greet(session, hellos, now) if hellos else []
+                out += zip([d for d, _h in hellos], answers, strict=True)
+            return out
+
+        try:
+            answered = self.transaction(connect_all)
+        except Exception:
+            log.warning("bridge: %d states and hellos failed; one by one", len(flips) + len(wanted))
+            self._one_by_one("state", [(f.device.device_id, f.payload) for f in flips])
+            self._one_by_one("up/hello", [(w.device.device_id, w.payload) for w in wanted])
+            return
+        for _f in flips:
+            self._count("state", "ok")
+        for device, messages in answered:
+            self._count("up/hello", "ok")
+            for message in messages:
+                self.send(device.device_id, message)
+        self._wake.set()  # list updates or commands may be due for them
+
     def handle_records(self, items: list[tuple[str, bytes]]) -> None:
         """Ingest ``(device id, payload)`` uploads in one transaction, then ack each (as
         :meth:`handle_taps`: a deadlock runs it again, another failure falls back to one
@@ -636,7 +704,8 @@ class Bridge:
         self, session: Session, items: list[tuple[str, bytes]], kind: Topic
     ) -> Iterator[_Wanted]:
         """Resolve and decode each item; unknown devices and bad payloads are counted and
-        refused here (they never reach the shared transaction)."""
+        refused here (they never reach the shared transaction). A ``state`` decodes to whether
+        the device is online."""
         self._resolve_uncached(session, [device_id for device_id, _p in items])
         for device_id, payload in items:
             device = self._resolve(session, device_id, cached=True)
@@ -645,11 +714,16 @@ class Bridge:
                 log.warning("bridge: message from unregistered device %s", device_id[:64])
                 continue
             try:
-                message = (
-                    decode_records(payload) if kind is Topic.RECORDS else decode(kind, payload)
-                )
+                if kind is Topic.RECORDS:
+                    message: Any = decode_records(payload)
+                elif kind is Topic.STATE:
+                    message = _online(payload)
+                else:
+                    message = decode(kind, payload)
             except BadMessage as exc:
-                self._reject(device, kind.value, exc, payload=payload)
+                self._reject(
+                    device, kind.value, exc, payload=payload, reply=kind is not Topic.STATE
+                )
                 continue
             yield _Wanted(device, message, payload)
 
@@ -759,31 +833,38 @@ class Bridge:
         return dev
 
     def _state(self, ctx: RouteContext) -> list[Out]:
-        text = ctx.payload[:200].decode("utf-8", "replace").strip()
-        if text.startswith("{"):
-            msg = decode(Topic.STATE, ctx.payload)
-            assert isinstance(msg, State)
-            text = msg.state
-        if text not in {"online", "offline"}:
-            raise BadMessage("bad_value", "state must be online or offline")
-        health.on_state(ctx.session, ctx.device.pk, text == "online", now=ctx.now)
+        health.on_state(ctx.session, ctx.device.pk, _online(ctx.payload), now=ctx.now)
         return []
 
     def _hello(self, ctx: RouteContext) -> list[Out]:
         hello = decode(Topic.HELLO, ctx.payload)
         assert isinstance(hello, Hello)
-        pk, device_id = ctx.device.pk, ctx.device.device_id
-        health.on_hello(ctx.session, pk, hello, now=ctx.now)
-        # PROTOCOL: a reconnecting device applies pending deltas before it uploads new records,
-        # and it uploads when the ack arrives: lists (and config) first, the ack last.
-        out: list[Out] = [
-            u.message for u in lists.updates_for(ctx.session, pk, device_id, now=ctx.now)
-        ]
-        latest = bundles.latest(ctx.session, pk)
-        if latest is not None and hello.config_version < latest.version:
-            out.append(bundles.message(ctx.session, device_id, latest))
-        out.append(ingest.ack_for(ctx.session, ctx.device, hello.epoch, now=ctx.now))
-        return out
+        return self._greet(ctx.session, [(ctx.device, hello)], ctx.now)[0]
+
+    def _greet(
+        self, session: Session, hellos: list[tuple[DeviceRef, Hello]], now: datetime
+    ) -> list[list[Out]]:
+        """What each ``(device, hello)`` of the current tenant is answered with (distinct
+        devices; each step one statement for all of them).
+
+        PROTOCOL: a reconnecting device applies pending deltas before it uploads new records,
+        and it uploads when the ack arrives: lists (and config) first, the ack last."""
+        pks = [d.pk for d, _h in hellos]
+        health.on_hellos(session, [(d.pk, h) for d, h in hellos], now=now)
+        updates = lists.updates_for_many(
+            session, [(d.pk, d.device_id) for d, _h in hellos], now=now
+        )
+        newest = bundles.latest_many(session, pks)
+        acks = ingest.acks_for(session, [(d, h.epoch) for d, h in hellos], now=now)
+        answers = []
+        for device, hello in hellos:
+            out: list[Out] = [u.message for u in updates[device.pk]]
+            latest = newest.get(device.pk)
+            if latest is not None and hello.config_version < latest.version:
+                out.append(bundles.message(session, device.device_id, latest))
+            out.append(acks[(device.pk, hello.epoch)])
+            answers.append(out)
+        return answers
 
     def _tap(self, ctx: RouteContext) -> list[Out]:
         tap = decode(Topic.TAP, ctx.payload)
@@ -906,14 +987,18 @@ class _Done:
 
 
 class _Pending:
-    """Taps and uploads waiting to be handled together, and the devices they came from."""
+    """Taps, uploads and hellos waiting to be handled together, and the devices they came
+    from."""
 
     def __init__(self) -> None:
         self.taps: list[tuple[str, bytes]] = []
         self.records: list[tuple[str, bytes]] = []
+        self.hellos: list[tuple[str, bytes]] = []
+        self.states: list[tuple[str, bytes]] = []  # (device id, payload)
         self.singles: list[tuple[str, bytes]] = []  # (topic, payload)
-        self.devices: set[str] = set()  # with taps or uploads pending
+        self.devices: set[str] = set()  # with taps, uploads or hellos pending
         self.single_devices: set[str] = set()  # with other messages pending
+        self.state_devices: set[str] = set()  # with a state pending
 
     def add(
         self, to: list[tuple[str, bytes]], device_id: str, payload: bytes, topic: str = ""
@@ -924,9 +1009,25 @@ class _Pending:
     def clear(self) -> None:
         self.taps.clear()
         self.records.clear()
+        self.hellos.clear()
+        self.states.clear()
+        self.state_devices.clear()
         self.singles.clear()
         self.devices.clear()
         self.single_devices.clear()
+
+
+def _online(payload: bytes) -> bool:
+    """A ``state`` payload: whether the device is online. The protocol's JSON, or the bare
+    word a plain MQTT client's retained message carries; anything else is `BadMessage`."""
+    text = payload[:200].decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        msg = decode(Topic.STATE, payload)
+        assert isinstance(msg, State)
+        text = msg.state
+    if text not in {"online", "offline"}:
+        raise BadMessage("bad_value", "state must be online or offline")
+    return text == "online"
 
 
 def _transient(exc: BaseException) -> bool:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import select, text
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -216,6 +216,28 @@ def latest(session: Session, device_pk: int) -> ConfigBundle | None:
         .order_by(ConfigBundle.version.desc())
         .limit(1)
     )
+
+
+def latest_many(session: Session, device_pks: Sequence[int]) -> dict[int, ConfigBundle]:
+    """:func:`latest` of several devices (those with a bundle), in one query."""
+    if not device_pks:
+        return {}
+    newest = (
+        select(ConfigBundle.device_pk, func.max(ConfigBundle.version).label("version"))
+        .where(ConfigBundle.device_pk.in_(sorted(set(device_pks))))
+        .group_by(ConfigBundle.device_pk)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(ConfigBundle).join(
+            newest,
+            and_(
+                ConfigBundle.device_pk == newest.c.device_pk,
+                ConfigBundle.version == newest.c.version,
+            ),
+        )
+    )
+    return {b.device_pk: b for b in rows}
 
 
 def unpublished(session: Session) -> list[tuple[int, str, int, int]]:

@@ -7,11 +7,12 @@ behind, a clock drifting beyond tolerance, gaps in the records.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Boolean, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from onecard.platform.cards import blacklist
@@ -53,37 +54,55 @@ class Health:
 
 def on_hello(session: Session, device_pk: int, hello: Hello, *, now: datetime) -> None:
     """A (re)connect: the device is online and holds what the hello says (one UPDATE)."""
+    on_hellos(session, [(device_pk, hello)], now=now)
+
+
+def on_hellos(session: Session, hellos: Sequence[tuple[int, Hello]], *, now: datetime) -> None:
+    """:func:`on_hello` of several ``(pk, hello)`` devices of the current tenant: one UPDATE
+    by primary key for all of them (an ``executemany``) and one read of their list states."""
     session.execute(
-        update(Device)
-        .where(Device.id == device_pk)
-        .values(
-            online=True,
-            state_changed_at=now,
-            last_seen_at=now,
-            firmware=hello.firmware,
-            epoch=hello.epoch,
-            config_version=hello.config_version,
-        )
-        .execution_options(synchronize_session=False)
+        update(Device).execution_options(synchronize_session=False),
+        [
+            {
+                "id": pk,
+                "online": True,
+                "state_changed_at": now,
+                "last_seen_at": now,
+                "firmware": hello.firmware,
+                "epoch": hello.epoch,
+                "config_version": hello.config_version,
+            }
+            for pk, hello in sorted(hellos, key=lambda h: h[0])  # one lock order for all
+        ],
     )
-    lists.rewind(session, device_pk, dict(hello.lists), now=now)
+    lists.rewind_many(session, {pk: dict(hello.lists) for pk, hello in hellos}, now=now)
 
 
 def on_state(session: Session, device_pk: int, online: bool, *, now: datetime) -> None:
     """``state`` topic: ``online`` on connect, ``offline`` from the last will (one UPDATE;
-    ``state_changed_at`` moves only when the state does)."""
-    values: dict[str, object] = {
-        "online": online,
-        "state_changed_at": case((Device.online == online, Device.state_changed_at), else_=now),
-    }
-    if online:
-        values["last_seen_at"] = now
-    session.execute(
-        update(Device)
-        .where(Device.id == device_pk)
-        .values(values)
-        .execution_options(synchronize_session=False)
+    ``state_changed_at`` moves only when the state does; ``last_seen_at`` only when online)."""
+    on_states(session, [(device_pk, online)], now=now)
+
+
+_ONLINE = bindparam("online", type_=Boolean)
+_NOW = bindparam("now", type_=Device.last_seen_at.type)
+_STATE = (  # run on the session's connection: a Core executemany, no ORM bookkeeping
+    update(Device)
+    .where(Device.id == bindparam("pk"))
+    .values(
+        online=_ONLINE,
+        state_changed_at=case((Device.online == _ONLINE, Device.state_changed_at), else_=_NOW),
+        last_seen_at=case((_ONLINE, _NOW), else_=Device.last_seen_at),
     )
+)
+
+
+def on_states(session: Session, states: Sequence[tuple[int, bool]], *, now: datetime) -> None:
+    """:func:`on_state` of several ``(pk, online)`` devices: one ``executemany`` (devices the
+    bridge resolved; in the order of their keys, one lock order for all)."""
+    if states:
+        params = [{"pk": pk, "online": online, "now": now} for pk, online in sorted(states)]
+        session.connection().execute(_STATE, params)
 
 
 def on_heartbeat(session: Session, device: Device, hb: Heartbeat, *, now: datetime) -> None:

@@ -656,11 +656,23 @@ def mark_lost(
 
 def ack_for(session: Session, device: DeviceRef, epoch: str, *, now: datetime) -> Ack:
     """The current ack of ``epoch`` (what a hello is answered with)."""
-    state = _epoch_state(session, device, epoch, now)
-    ack = _ack(session, state)
-    state.updated_at = now
+    return acks_for(session, [(device, epoch)], now=now)[(device.pk, epoch)]
+
+
+def acks_for(
+    session: Session, wanted: Sequence[tuple[DeviceRef, str]], *, now: datetime
+) -> dict[EpochKey, Ack]:
+    """:func:`ack_for` of several ``(device, epoch)`` pairs: their progress rows read (and
+    created) together, written in one flush."""
+    with unscoped(reason="bridge: the devices' epoch rows (tenant written out)"):
+        states = _epoch_states(session, wanted, now)
+    out: dict[EpochKey, Ack] = {}
+    for device, epoch in wanted:
+        state = states[(device.pk, epoch)]
+        out[(device.pk, epoch)] = _ack(session, state)
+        state.updated_at = now
     session.flush()
-    return ack
+    return out
 
 
 @dataclass(frozen=True)

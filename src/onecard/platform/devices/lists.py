@@ -9,12 +9,14 @@ publishes; any number of bridges may run it, a device ignores a delta it already
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,7 +24,8 @@ from onecard.device_agents.protocol.blacklist import credential_key, snapshot_ch
 from onecard.device_agents.protocol.codes import CredentialKind
 from onecard.platform.cards import blacklist
 from onecard.platform.cards.models import BlacklistChange, Card
-from onecard.platform.db.tenancy import unscoped
+from onecard.platform.db.engine import is_postgres
+from onecard.platform.db.tenancy import require_tenant_id, unscoped
 from onecard.platform.devices.models import Device, DeviceListReceipt, DeviceListState
 from onecard.platform.devices.wire import BLACKLIST, ListDelta, ListSnapshotChunk
 from onecard.platform.errors import NotFound
@@ -81,6 +84,42 @@ def _state(session: Session, device_pk: int, name: str) -> DeviceListState:
     return row
 
 
+def _states(session: Session, device_pks: Iterable[int], name: str) -> None:
+    """Put the state rows of ``device_pks`` for list ``name`` in the session's memo, in one
+    read (and one insert for those that have none yet, conflicts ignored, then read again):
+    :func:`_state` then finds them without a round trip each. Rows of the current tenant."""
+    memo: dict[tuple[int, str], DeviceListState] = session.info.setdefault(_MEMO, {})
+    for attempt in range(2):
+        wanted = sorted({pk for pk in device_pks if (pk, name) not in memo})
+        if not wanted:
+            return
+        for st in session.scalars(
+            select(DeviceListState).where(
+                DeviceListState.device_pk.in_(wanted), DeviceListState.list_name == name
+            )
+        ):
+            memo[(st.device_pk, name)] = st
+        missing = [pk for pk in wanted if (pk, name) not in memo]
+        if missing and attempt == 0:
+            dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
+            rows = [
+                {
+                    "tenant_id": require_tenant_id(),
+                    "device_pk": pk,
+                    "list_name": name,
+                    "applied_version": 0,
+                    "sent_version": 0,
+                }
+                for pk in missing
+            ]
+            session.execute(
+                dialect_insert(DeviceListState).on_conflict_do_nothing(
+                    index_elements=["device_pk", "list_name"]
+                ),
+                rows,
+            )
+
+
 def _find_state(session: Session, device_pk: int, name: str) -> DeviceListState | None:
     return session.scalar(
         select(DeviceListState).where(
@@ -93,16 +132,41 @@ def updates_for(
     session: Session, device_pk: int, device_id: str, *, now: datetime
 ) -> list[ListUpdate]:
     """What the device needs to catch up on its lists; marks it as sent (caller commits)."""
-    st = _state(session, device_pk, BLACKLIST)
+    return updates_for_many(session, [(device_pk, device_id)], now=now)[device_pk]
+
+
+def updates_for_many(
+    session: Session, devices: Sequence[tuple[int, str]], *, now: datetime
+) -> dict[int, list[ListUpdate]]:
+    """:func:`updates_for` of several ``(pk, device id)`` devices of the current tenant: their
+    state rows in one read, each delta built once per starting version (a reconnect storm's
+    hellos, handled together)."""
+    _states(session, [pk for pk, _d in devices], BLACKLIST)
     current = blacklist.current_version(session)
-    if st.sent_version >= current:
-        return []
-    base = st.applied_version
-    st.sent_version, st.sent_at = current, now
-    if current - base > SNAPSHOT_AFTER:
-        return _snapshot(session, device_id)
-    delta = _delta(session, base)
-    return [] if delta is None else [ListUpdate(device_id, delta)]
+    states = [(d, _state(session, pk, BLACKLIST)) for pk, d in devices]
+    behind = [(d, st) for d, st in states if st.sent_version < current]
+    caught = _catch_up(session, behind, current, now)
+    return {pk: caught.get(d, []) for pk, d in devices}
+
+
+def _catch_up(
+    session: Session, behind: Sequence[tuple[str, DeviceListState]], current: int, now: datetime
+) -> dict[str, list[ListUpdate]]:
+    """What each ``(device id, state row)`` behind ``current`` needs (a delta from what it
+    applied, or a snapshot when that is smaller); marks them as sent (caller flushes)."""
+    out: dict[str, list[ListUpdate]] = {}
+    deltas: dict[int, ListDelta | None] = {}
+    for device_id, st in behind:
+        base = st.applied_version
+        st.sent_version, st.sent_at = current, now
+        if current - base > SNAPSHOT_AFTER:
+            out[device_id] = _snapshot(session, device_id)
+            continue
+        if base not in deltas:
+            deltas[base] = _delta(session, base)
+        delta = deltas[base]
+        out[device_id] = [] if delta is None else [ListUpdate(device_id, delta)]
+    return out
 
 
 def _snapshot(session: Session, device_id: str) -> list[ListUpdate]:
@@ -138,21 +202,9 @@ def _tenant_updates(session: Session, now: datetime) -> list[ListUpdate]:
     rows = _behind(session, current)
     if not rows:
         return []
-    out: list[ListUpdate] = []
-    deltas: dict[int, ListDelta | None] = {}
-    for _pk, device_id, st in rows:
-        base = st.applied_version
-        st.sent_version, st.sent_at = current, now
-        if current - base > SNAPSHOT_AFTER:
-            out += _snapshot(session, device_id)
-            continue
-        if base not in deltas:
-            deltas[base] = _delta(session, base)
-        delta = deltas[base]
-        if delta is not None:
-            out.append(ListUpdate(device_id, delta))
+    caught = _catch_up(session, [(device_id, st) for _pk, device_id, st in rows], current, now)
     session.flush()
-    return out
+    return [u for updates in caught.values() for u in updates]
 
 
 def _behind(session: Session, current: int) -> list[Any]:
@@ -229,10 +281,17 @@ def device_gap(session: Session, device_pk: int, name: str, held: int, *, now: d
 def rewind(session: Session, device_pk: int, versions: dict[str, int], *, now: datetime) -> None:
     """After a (re)connect the device holds ``versions`` (it may have lost its store): the
     distributor sends from there."""
-    _report(session, device_pk, versions, now=now, receipt=True)
-    st = _state(session, device_pk, BLACKLIST)
-    held = max(versions.get(BLACKLIST, 0), 0)
-    st.applied_version = st.sent_version = held
+    rewind_many(session, {device_pk: versions}, now=now)
+
+
+def rewind_many(session: Session, held: dict[int, dict[str, int]], *, now: datetime) -> None:
+    """:func:`rewind` of several devices of the current tenant (``{pk: versions}``), their
+    state rows read together and written in one flush."""
+    _states(session, held, BLACKLIST)
+    for device_pk, versions in held.items():
+        _report(session, device_pk, versions, now=now, receipt=True)
+        st = _state(session, device_pk, BLACKLIST)
+        st.applied_version = st.sent_version = max(versions.get(BLACKLIST, 0), 0)
     session.flush()
 
 
