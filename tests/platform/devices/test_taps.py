@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -177,3 +177,80 @@ def test_a_batch_decides_as_one_by_one_and_writes_each_request_once(
     ]
     assert sorted(rows) == ["b0", "b1", "b2", "b3"]
     assert len(allow.seen) == 1
+
+
+def _bridge(sessions: sessionmaker[Session]) -> Any:
+    from onecard.platform.devices.bridge import Bridge, Connection
+    from onecard.platform.secrets import SecretBox
+
+    bridge = Bridge(sessions, Connection(), box=SecretBox("taps-secret-0123456789abcdef"))
+    bridge.sent = []  # type: ignore[attr-defined]
+    bridge.send = lambda device_id, message: bridge.sent.append(message)  # type: ignore[attr-defined,method-assign]
+    return bridge
+
+
+@pytest.mark.postgres_only
+def test_a_tap_batch_on_a_connection_the_server_dropped_is_decided_on_a_new_one(
+    make_tenant: Any, session_factory: sessionmaker[Session], database_url: str, now: datetime
+) -> None:
+    """The tap's own transaction finds the connection dead (the device is cached, so nothing
+    else touched it first): the connection is replaced and the tap decided on the new one."""
+    from onecard.platform.db.engine import make_engine, make_session_factory
+
+    tenant = make_tenant()
+    dev, ok, _lost = _setup(session_factory, tenant.id, now)
+    engine = make_engine(database_url, hot_path=True, pool_size=1)
+    admin = make_engine(database_url)
+    try:
+        bridge = _bridge(make_session_factory(engine))
+        bridge.handle_taps([(dev, encode(_tap("alive-1", ok)))])  # the device is cached now
+        pid = bridge.transaction(lambda s: s.scalar(text("SELECT pg_backend_pid()")))
+        with admin.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            other.commit()
+        bridge.handle_taps([(dev, encode(_tap("dead-1", ok)))])
+        assert [(m.req_id, m.reason.value) for m in bridge.sent] == [
+            ("alive-1", "NO_HANDLER"),
+            ("dead-1", "NO_HANDLER"),
+        ]
+        assert bridge.counts[("bridge", "retried")] == 1
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+@pytest.mark.postgres_only
+def test_a_request_decided_elsewhere_meanwhile_is_answered_with_that_decision(
+    make_tenant: Any,
+    session_factory: sessionmaker[Session],
+    now: datetime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another bridge records the same request between this tap's replay check and its
+    write: the insert finds the unique ``(device, req_id)`` taken and the tap is answered
+    with the decision recorded first, once."""
+    tenant = make_tenant()
+    dev, ok, _lost = _setup(session_factory, tenant.id, now)
+    bridge = _bridge(session_factory)
+    original = taps._finish
+
+    def decided_elsewhere_first(session: Session, d: Any, tap: Any, *a: Any, **k: Any) -> Any:
+        with session_factory() as other, tenant_scope(tenant.id):  # after the replay check
+            other.add(
+                DeviceTap(
+                    device_pk=d.pk, req_id=tap.req_id, card_no=ok, card_id=None, allow=True,
+                    reason="OK", amount_fen=None, entry_ids=[],
+                    reply={"v": 1, "req_id": tap.req_id, "allow": True, "reason": "OK",
+                           "display": "first"},
+                    decided_at=now,
+                )
+            )  # fmt: skip
+            other.commit()
+        return original(session, d, tap, *a, **k)
+
+    monkeypatch.setattr(taps, "_finish", decided_elsewhere_first)
+    bridge.handle_taps([(dev, encode(_tap("race-1", ok)))])
+    assert [(m.req_id, m.allow, m.display) for m in bridge.sent] == [("race-1", True, "first")]
+    with session_factory() as s, tenant_scope(tenant.id):
+        count = s.scalar(select(func.count()).where(DeviceTap.req_id == "race-1"))
+    assert count == 1
