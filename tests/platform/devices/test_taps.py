@@ -193,8 +193,9 @@ def _bridge(sessions: sessionmaker[Session]) -> Any:
 def test_a_tap_batch_on_a_connection_the_server_dropped_is_decided_on_a_new_one(
     make_tenant: Any, session_factory: sessionmaker[Session], database_url: str, now: datetime
 ) -> None:
-    """The tap's own transaction finds the connection dead (the device is cached, so nothing
-    else touched it first): the connection is replaced and the tap decided on the new one."""
+    """Whichever statement of a tap chunk finds the connection dead first (the device
+    registry's read, or with the device cached the tap's own transaction), the connection
+    is replaced and the tap decided on the new one."""
     from onecard.platform.db.engine import make_engine, make_session_factory
 
     tenant = make_tenant()
@@ -203,17 +204,19 @@ def test_a_tap_batch_on_a_connection_the_server_dropped_is_decided_on_a_new_one(
     admin = make_engine(database_url)
     try:
         bridge = _bridge(make_session_factory(engine))
-        bridge.handle_taps([(dev, encode(_tap("alive-1", ok)))])  # the device is cached now
-        pid = bridge.transaction(lambda s: s.scalar(text("SELECT pg_backend_pid()")))
-        with admin.connect() as other:
-            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            other.commit()
-        bridge.handle_taps([(dev, encode(_tap("dead-1", ok)))])
+        for n, cached in enumerate([False, True]):
+            if not cached:
+                bridge._refs.clear()  # the chunk's first statement: the registry's read
+            pid = bridge.transaction(lambda s: s.scalar(text("SELECT pg_backend_pid()")))
+            with admin.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                other.commit()
+            bridge.handle_taps([(dev, encode(_tap(f"dead-{n}", ok)))])
+            assert bridge.counts[("bridge", "retried")] == n + 1
         assert [(m.req_id, m.reason.value) for m in bridge.sent] == [
-            ("alive-1", "NO_HANDLER"),
+            ("dead-0", "NO_HANDLER"),
             ("dead-1", "NO_HANDLER"),
         ]
-        assert bridge.counts[("bridge", "retried")] == 1
     finally:
         engine.dispose()
         admin.dispose()

@@ -570,8 +570,8 @@ class Bridge:
         of taps would otherwise pay one round trip per device whose entry expired)."""
         now, gen = time.monotonic(), services.generation()
         wanted = [d for d in device_ids if self._cached(d, now, gen) is None]
-        if len(wanted) < 2:
-            return  # `_resolve` asks for one as cheaply
+        if not wanted:
+            return
         for device_id, ref in services.resolve_many(session, wanted).items():
             self._remember(device_id, ref, now, gen)
 
@@ -592,8 +592,7 @@ class Bridge:
         A tap that fails unexpectedly rolls the batch back, and every tap of it is handled
         again on its own (so one bad tap costs the others only time, never an answer); a
         deadlock runs the batch again (:meth:`transaction`)."""
-        with self.sessions() as session:
-            wanted = list(self._decoded(session, items, Topic.TAP))
+        wanted = self.transaction(lambda s: list(self._decoded(s, items, Topic.TAP)))
         if not wanted:
             return
 
@@ -633,9 +632,12 @@ class Bridge:
         savepoint and its round trips per message); then send each hello's device its list
         updates, its newer config bundle and its ack, in that order (`_greet`). A failure falls
         back to one message at a time."""
-        with self.sessions() as session:
-            flips = list(self._decoded(session, states or [], Topic.STATE))
-            wanted = list(self._decoded(session, items, Topic.HELLO))
+        flips, wanted = self.transaction(
+            lambda s: (
+                list(self._decoded(s, states or [], Topic.STATE)),
+                list(self._decoded(s, items, Topic.HELLO)),
+            )
+        )
         if not wanted and not flips:
             return
         by_tenant: dict[int, tuple[list[tuple[int, bool]], list[tuple[DeviceRef, Hello]]]] = {}
@@ -673,12 +675,11 @@ class Bridge:
         """Ingest ``(device id, payload)`` uploads in one transaction, then ack each (as
         :meth:`handle_taps`: a deadlock runs it again, another failure falls back to one
         upload at a time)."""
-        with self.sessions() as session:
-            uploads = [
-                (ingest.Upload(w.device, w.message), w.payload)
-                for w in self._decoded(session, items, Topic.RECORDS)
-                if isinstance(w.message, DecodedBatch)
-            ]
+        uploads = [
+            (ingest.Upload(w.device, w.message), w.payload)
+            for w in self.transaction(lambda s: list(self._decoded(s, items, Topic.RECORDS)))
+            if isinstance(w.message, DecodedBatch)
+        ]
         if not uploads:
             return
 
@@ -705,7 +706,10 @@ class Bridge:
     ) -> Iterator[_Wanted]:
         """Resolve and decode each item; unknown devices and bad payloads are counted and
         refused here (they never reach the shared transaction). A ``state`` decodes to whether
-        the device is online."""
+        the device is online. Callers run it in :meth:`transaction`: its registry read is
+        often a chunk's first statement, and on a connection the server dropped it must run
+        again on a new one rather than fail the chunk (it fails at that first statement, before
+        anything was refused, so nothing is refused twice)."""
         self._resolve_uncached(session, [device_id for device_id, _p in items])
         for device_id, payload in items:
             device = self._resolve(session, device_id, cached=True)
