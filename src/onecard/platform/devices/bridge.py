@@ -565,15 +565,18 @@ class Bridge:
                 self._remember(device_id, found.get(device_id), now, gen, heard=False)
         return len(due)
 
-    def _resolve_uncached(self, session: Session, device_ids: list[str]) -> None:
+    def _resolve_uncached(self, session: Session, device_ids: list[str]) -> set[str]:
         """Fill the resolve cache for those of ``device_ids`` it lacks, in one query (a chunk
-        of taps would otherwise pay one round trip per device whose entry expired)."""
+        of taps would otherwise pay one round trip per device whose entry expired); returns
+        the ids it looked up and the registry does not know."""
         now, gen = time.monotonic(), services.generation()
         wanted = [d for d in device_ids if self._cached(d, now, gen) is None]
         if not wanted:
-            return
-        for device_id, ref in services.resolve_many(session, wanted).items():
+            return set()
+        found = services.resolve_many(session, wanted)
+        for device_id, ref in found.items():
             self._remember(device_id, ref, now, gen)
+        return set(wanted) - set(found)
 
     def _resolve(self, session: Session, device_id: str, *, cached: bool) -> DeviceRef | None:
         """`resolve` with a per-process cache (``resolve_ttl``; dropped on a registry change in
@@ -706,13 +709,14 @@ class Bridge:
     ) -> Iterator[_Wanted]:
         """Resolve and decode each item; unknown devices and bad payloads are counted and
         refused here (they never reach the shared transaction). A ``state`` decodes to whether
-        the device is online. Callers run it in :meth:`transaction`: its registry read is
-        often a chunk's first statement, and on a connection the server dropped it must run
-        again on a new one rather than fail the chunk (it fails at that first statement, before
-        anything was refused, so nothing is refused twice)."""
-        self._resolve_uncached(session, [device_id for device_id, _p in items])
+        the device is online. Callers run it in :meth:`transaction`: its registry read (one,
+        before anything is refused) is often a chunk's first statement, and on a connection the
+        server dropped it must run again on a new one rather than fail the chunk."""
+        unknown = self._resolve_uncached(session, [device_id for device_id, _p in items])
         for device_id, payload in items:
-            device = self._resolve(session, device_id, cached=True)
+            device = (
+                None if device_id in unknown else self._resolve(session, device_id, cached=True)
+            )
             if device is None:
                 self._count(kind.value, "unknown_device")
                 log.warning("bridge: message from unregistered device %s", device_id[:64])
