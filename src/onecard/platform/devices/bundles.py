@@ -210,12 +210,7 @@ def verify(msg: ConfigMessage, *, device_id: str, key: Ed25519PublicKey) -> dict
 
 def latest(session: Session, device_pk: int) -> ConfigBundle | None:
     """The newest bundle of a device."""
-    return session.scalar(
-        select(ConfigBundle)
-        .where(ConfigBundle.device_pk == device_pk)
-        .order_by(ConfigBundle.version.desc())
-        .limit(1)
-    )
+    return latest_many(session, [device_pk]).get(device_pk)
 
 
 def latest_many(session: Session, device_pks: Sequence[int]) -> dict[int, ConfigBundle]:

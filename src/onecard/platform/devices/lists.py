@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from onecard.device_agents.protocol.blacklist import credential_key, snapshot_chunks
@@ -60,72 +59,55 @@ def card_keys(session: Session, card_nos: Iterable[str]) -> list[int]:
 
 
 def _state(session: Session, device_pk: int, name: str) -> DeviceListState:
-    """The device's state row for list ``name``, created on first use.
-
-    The bridge's workers and its list publisher may both meet a new device at once: the loser
-    of the insert race rolls back its savepoint and reads the winner's row.
-    """
+    """The device's state row for list ``name``, created on first use (:func:`_states`)."""
     memo: dict[tuple[int, str], DeviceListState] = session.info.setdefault(_MEMO, {})
-    found = memo.get((device_pk, name)) or _find_state(session, device_pk, name)
-    if found is not None:
-        memo[(device_pk, name)] = found
-        return found
-    try:
-        with session.begin_nested():
-            row = DeviceListState(
-                device_pk=device_pk, list_name=name, applied_version=0, sent_version=0
-            )
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        row = _find_state(session, device_pk, name)  # type: ignore[assignment]
-        assert row is not None
-    memo[(device_pk, name)] = row
-    return row
+    if (device_pk, name) not in memo:
+        _states(session, [device_pk], name)
+    return memo[(device_pk, name)]
 
 
 def _states(session: Session, device_pks: Iterable[int], name: str) -> None:
-    """Put the state rows of ``device_pks`` for list ``name`` in the session's memo, in one
-    read (and one insert for those that have none yet, conflicts ignored, then read again):
-    :func:`_state` then finds them without a round trip each. Rows of the current tenant."""
+    """Put the state rows of ``device_pks`` for list ``name`` in the session's memo: one read,
+    and for those that have none yet one insert (conflicts ignored) and a second read. The
+    bridge's workers and its list publisher may meet a new device at once: the insert that
+    loses the race inserts nothing, and the second read finds the winner's row. Rows of the
+    current tenant."""
     memo: dict[tuple[int, str], DeviceListState] = session.info.setdefault(_MEMO, {})
-    for attempt in range(2):
-        wanted = sorted({pk for pk in device_pks if (pk, name) not in memo})
-        if not wanted:
-            return
-        for st in session.scalars(
-            select(DeviceListState).where(
-                DeviceListState.device_pk.in_(wanted), DeviceListState.list_name == name
-            )
-        ):
-            memo[(st.device_pk, name)] = st
-        missing = [pk for pk in wanted if (pk, name) not in memo]
-        if missing and attempt == 0:
-            dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
-            rows = [
-                {
-                    "tenant_id": require_tenant_id(),
-                    "device_pk": pk,
-                    "list_name": name,
-                    "applied_version": 0,
-                    "sent_version": 0,
-                }
-                for pk in missing
-            ]
-            session.execute(
-                dialect_insert(DeviceListState).on_conflict_do_nothing(
-                    index_elements=["device_pk", "list_name"]
-                ),
-                rows,
-            )
-
-
-def _find_state(session: Session, device_pk: int, name: str) -> DeviceListState | None:
-    return session.scalar(
-        select(DeviceListState).where(
-            DeviceListState.device_pk == device_pk, DeviceListState.list_name == name
-        )
+    wanted = sorted({pk for pk in device_pks if (pk, name) not in memo})
+    if not wanted:
+        return
+    _read_states(session, wanted, name, memo)
+    missing = [pk for pk in wanted if (pk, name) not in memo]
+    if not missing:
+        return
+    tid = require_tenant_id()
+    rows = [
+        {"tenant_id": tid, "device_pk": pk, "list_name": name, "applied_version": 0,
+         "sent_version": 0}
+        for pk in missing
+    ]  # fmt: skip
+    dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
+    session.execute(
+        dialect_insert(DeviceListState).on_conflict_do_nothing(
+            index_elements=["device_pk", "list_name"]
+        ),
+        rows,
     )
+    _read_states(session, missing, name, memo)
+
+
+def _read_states(
+    session: Session,
+    device_pks: list[int],
+    name: str,
+    memo: dict[tuple[int, str], DeviceListState],
+) -> None:
+    for st in session.scalars(
+        select(DeviceListState).where(
+            DeviceListState.device_pk.in_(device_pks), DeviceListState.list_name == name
+        )
+    ):
+        memo[(st.device_pk, name)] = st
 
 
 def updates_for(
