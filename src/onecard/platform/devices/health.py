@@ -52,14 +52,10 @@ class Health:
     alerts: tuple[Alert, ...]
 
 
-def on_hello(session: Session, device_pk: int, hello: Hello, *, now: datetime) -> None:
-    """A (re)connect: the device is online and holds what the hello says (one UPDATE)."""
-    on_hellos(session, [(device_pk, hello)], now=now)
-
-
 def on_hellos(session: Session, hellos: Sequence[tuple[int, Hello]], *, now: datetime) -> None:
-    """:func:`on_hello` of several ``(pk, hello)`` devices of the current tenant: one UPDATE
-    by primary key for all of them (an ``executemany``) and one read of their list states."""
+    """(Re)connects of ``(pk, hello)`` devices of the current tenant: each is online and holds
+    what its hello says. One UPDATE by primary key for all of them (an ``executemany``), and
+    their list states rewound to what they hold (:func:`lists.rewind_many`)."""
     session.execute(
         update(Device).execution_options(synchronize_session=False),
         [

@@ -654,16 +654,11 @@ def mark_lost(
     return ack
 
 
-def ack_for(session: Session, device: DeviceRef, epoch: str, *, now: datetime) -> Ack:
-    """The current ack of ``epoch`` (what a hello is answered with)."""
-    return acks_for(session, [(device, epoch)], now=now)[(device.pk, epoch)]
-
-
 def acks_for(
     session: Session, wanted: Sequence[tuple[DeviceRef, str]], *, now: datetime
 ) -> dict[EpochKey, Ack]:
-    """:func:`ack_for` of several ``(device, epoch)`` pairs: their progress rows read (and
-    created) together, written in one flush."""
+    """The current ack of each ``(device, epoch)`` (what a hello is answered with): the
+    progress rows read (and created) together, written in one flush."""
     with unscoped(reason="bridge: the devices' epoch rows (tenant written out)"):
         states = _epoch_states(session, wanted, now)
     out: dict[EpochKey, Ack] = {}

@@ -260,15 +260,10 @@ def device_gap(session: Session, device_pk: int, name: str, held: int, *, now: d
     session.flush()
 
 
-def rewind(session: Session, device_pk: int, versions: dict[str, int], *, now: datetime) -> None:
-    """After a (re)connect the device holds ``versions`` (it may have lost its store): the
-    distributor sends from there."""
-    rewind_many(session, {device_pk: versions}, now=now)
-
-
 def rewind_many(session: Session, held: dict[int, dict[str, int]], *, now: datetime) -> None:
-    """:func:`rewind` of several devices of the current tenant (``{pk: versions}``), their
-    state rows read together and written in one flush."""
+    """After a (re)connect each device of ``{pk: versions}`` (current tenant) holds those
+    versions (it may have lost its store): the distributor sends from there. Their state rows
+    are read together and written in one flush."""
     _states(session, held, BLACKLIST)
     for device_pk, versions in held.items():
         _report(session, device_pk, versions, now=now, receipt=True)
