@@ -10,7 +10,10 @@ this process on one network thread; Mosquitto is a third process.
       (the reconnect storm: hello, time sync and state of every terminal come first)
   (b2) burst ingest: every connected terminal uploads a backlog at once (the pipeline's rate)
   (c) revocation time-to-effect: report_loss -> each online terminal's blacklist holds the card
-  (d) raw broker publish/subscribe QoS 1 round trip on the same broker (the physical limit)
+  (d) raw broker publish/subscribe QoS 1 round trip on the same broker (the physical limit),
+      the database's own round trip (``SELECT 1`` on the bridge's engine profile) and a fixed
+      piece of Python work: what the machine gave this run (it varies by a factor of several
+      within hours; see docs/devices.md, "Device benchmarks")
 
 Usage: .venv/bin/python bench/bench_devices.py [--devices 1000] [--rate 500]
                                                [--backends sqlite,postgres]
@@ -314,6 +317,42 @@ def broker_rtt(port: int, n: int = 2000) -> dict[str, float]:
     return {"p50": pct(samples, 50), "p99": pct(samples, 99), "n": len(samples)}
 
 
+def database_rtt(url: str, n: int = 2000) -> dict[str, float]:
+    """``SELECT 1`` round trips on one connection of the bridge's engine profile (a plain tap
+    on PostgreSQL costs four of them: begin, read, insert, commit)."""
+    from sqlalchemy import text
+
+    from onecard.platform.db.engine import make_engine
+
+    engine = make_engine(url, hot_path=True)
+    samples = []
+    try:
+        with engine.connect() as conn:
+            stmt = text("SELECT 1")
+            for i in range(n + 50):
+                t = time.perf_counter()
+                conn.execute(stmt).scalar()
+                if i >= 50:
+                    samples.append((time.perf_counter() - t) * 1000)
+    finally:
+        engine.dispose()
+    return {"p50": pct(samples, 50), "p99": pct(samples, 99), "n": len(samples)}
+
+
+def cpu_probe(n: int = 30) -> dict[str, float]:
+    """Milliseconds for a fixed piece of pure-Python work (one million loop steps), median
+    and slowest of ``n``: this machine kind's speed differs between hosts and hours (ten
+    million such steps took 0.91 s in one session and 0.74 s in the next)."""
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        samples.append((time.perf_counter() - t) * 1000)
+    return {"p50": pct(samples, 50), "max": max(samples)}
+
+
 # -- (b2) burst ingest while online ------------------------------------------------------------
 
 
@@ -427,6 +466,9 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
     try:
         out["broker"] = broker_rtt(port)
         print(f"[{name}] broker rtt {out['broker']}", flush=True)
+        out["database"] = database_rtt(url)
+        out["cpu_probe"] = cpu_probe()
+        print(f"[{name}] database rtt {out['database']} cpu probe {out['cpu_probe']}", flush=True)
         with bridge_processes(url, port, args.bridges, args.workers) as bridge_pids:
             roles = {
                 "fleet": lambda: [os.getpid()],
@@ -667,6 +709,9 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ("(c) revocation max s", "revocation.max", ".2f", ""),
         ("(d) broker QoS1 RTT p50 ms", "broker.p50", ".2f", ""),
         ("(d) broker QoS1 RTT p99 ms", "broker.p99", ".2f", ""),
+        ("(d) database SELECT 1 RTT p50 ms", "database.p50", ".3f", ""),
+        ("(d) database SELECT 1 RTT p99 ms", "database.p99", ".3f", ""),
+        ("(d) CPU probe: 1M Python loop steps, median ms", "cpu_probe.p50", ".1f", ""),
     ]
     head = ["metric", *[r["backend"] for r in results], "target"]
     lines = [head]
