@@ -33,6 +33,7 @@ from onecard.device_agents.protocol.messages import State
 from onecard.device_agents.protocol.topics import Topic, device_subscription, topic
 from onecard.device_agents.runtime.agent import Agent
 from onecard.device_agents.runtime.paho_matcher import use_acyclic_matcher
+from onecard.device_agents.runtime.paho_properties import use_lean_properties
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,7 @@ class MqttLink:
             CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5
         )
         use_acyclic_matcher(client)  # no garbage cycle per received message
+        use_lean_properties()  # no table of every MQTT v5 property per received packet
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
         if self.broker.tls_ca:

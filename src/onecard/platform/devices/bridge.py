@@ -45,6 +45,7 @@ from onecard.device_agents.protocol.topics import (
     STATE_SUBSCRIPTION,
 )
 from onecard.device_agents.runtime.paho_matcher import use_acyclic_matcher
+from onecard.device_agents.runtime.paho_properties import use_lean_properties
 from onecard.platform.cards.models import BlacklistChange
 from onecard.platform.clock import utcnow
 from onecard.platform.db.tenancy import tenant_scope, unscoped
@@ -200,6 +201,7 @@ class Bridge:
             manual_ack=True,
         )
         use_acyclic_matcher(c)  # no garbage cycle per received message
+        use_lean_properties()  # no table of every MQTT v5 property per received packet
         if self.conn.username:
             c.username_pw_set(self.conn.username, self.conn.password)
         if self.conn.tls_ca:
