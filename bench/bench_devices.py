@@ -13,7 +13,10 @@ this process on one network thread; Mosquitto is a third process.
   (d) raw broker publish/subscribe QoS 1 round trip on the same broker (the physical limit),
       the database's own round trip (``SELECT 1`` on the bridge's engine profile) and a fixed
       piece of Python work: what the machine gave this run (it varies by a factor of several
-      within hours; see docs/devices.md, "Device benchmarks")
+      within hours; see docs/devices.md, "Device benchmarks"); last, the taps of (a) once
+      more from a new fleet, answered by an echo responder with no platform behind it: what
+      the fleet, the broker and a Python MQTT client take of (a) at that rate; and what waking
+      a thread or a process costs here (a tap does so about a dozen times)
 
 Usage: .venv/bin/python bench/bench_devices.py [--devices 1000] [--rate 500]
                                                [--backends sqlite,postgres]
@@ -36,7 +39,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onecard.device_agents.sim.fleet import Fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORM_PW = "bench-platform-password"
@@ -177,6 +183,83 @@ def bridge_processes(
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
+
+
+def echo_main(port: int, ready: Any, stop: Any) -> None:
+    """Answer every ``up/tap`` at once with a fixed denial, on paho's network thread, with no
+    platform behind it (child process): what the fleet, the broker and one MQTT client in
+    Python cost a tap at the bench's rate, the floor under (a)."""
+    import json
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from onecard.device_agents.protocol.codec import encode
+    from onecard.device_agents.protocol.codes import ReasonCode
+    from onecard.device_agents.protocol.messages import TapDecision
+    from onecard.device_agents.runtime.paho_properties import use_lean_properties
+    from onecard.platform.devices.broker import PLATFORM_USER
+
+    use_lean_properties()  # as the bridge's client has it
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-echo", protocol=mqtt.MQTTv5)
+    c.username_pw_set(PLATFORM_USER, PLATFORM_PW)
+
+    def on_connect(cl: Any, *_a: Any) -> None:
+        cl.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cl.subscribe("$share/bench-echo/oc/v1/+/up/tap", qos=1)
+
+    def on_message(cl: Any, _u: Any, m: Any) -> None:
+        device = m.topic.split("/")[2]
+        req_id = json.loads(m.payload)["req_id"]
+        reply = TapDecision(req_id=req_id, allow=False, reason=ReasonCode.NO_HANDLER)
+        cl.publish(f"oc/v1/{device}/down/tap", encode(reply), qos=1)
+
+    c.on_connect = on_connect
+    c.on_message = on_message
+    c.on_subscribe = lambda *_a: ready.set()
+    c.connect("127.0.0.1", port, 30)
+    c.loop_start()
+    stop.wait()
+    c.disconnect()
+    c.loop_stop()
+
+
+@contextlib.contextmanager
+def echo_process(port: int) -> Iterator[int]:
+    """:func:`echo_main` in its own process; yields its pid."""
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=echo_main, args=(port, ready, stop), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the echo responder did not come up")
+        yield int(proc.pid or 0)
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+
+
+def forget_session(port: int, client_id: str) -> None:
+    """End the broker's persistent session of ``client_id`` (a stopped bridge's): connect
+    with a clean start and no session expiry, then leave. Otherwise the broker keeps queueing
+    the taps of its shared subscription for it while the echo answers them."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from onecard.platform.devices.broker import PLATFORM_USER
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.username_pw_set(PLATFORM_USER, PLATFORM_PW)
+    c.connect("127.0.0.1", port, 30, clean_start=True)  # session expiry 0: gone on leaving
+    c.loop_start()
+    try:
+        wait(c.is_connected, 10, "clean connect", 0.02)
+    finally:
+        c.disconnect()
+        c.loop_stop()
 
 
 # -- platform setup -------------------------------------------------------------------------
@@ -339,6 +422,53 @@ def database_rtt(url: str, n: int = 2000) -> dict[str, float]:
     return {"p50": pct(samples, 50), "p99": pct(samples, 99), "n": len(samples)}
 
 
+def handoff_rtt(n: int = 2000) -> dict[str, float]:
+    """Round trips of one byte between two threads (a ``queue.Queue`` each way) and between
+    two processes (a socket pair), in milliseconds: what waking a waiting thread or process
+    costs on this machine. A tap wakes one or the other about a dozen times on its way
+    (fleet, broker, the bridge's threads, the database), so on a machine where this is slow
+    the tap is slow whatever the code does (this machine kind, a nested virtual machine: a
+    process round trip took 0.07 ms and, half an hour earlier, 0.32 ms)."""
+    import queue
+
+    there: queue.Queue[int | None] = queue.Queue()
+    back: queue.Queue[int] = queue.Queue()
+
+    def echo() -> None:
+        while (item := there.get()) is not None:
+            back.put(item)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    threads = []
+    for i in range(n + 50):
+        t = time.perf_counter()
+        there.put(i)
+        back.get()
+        if i >= 50:
+            threads.append((time.perf_counter() - t) * 1000)
+    there.put(None)
+    thread.join()
+    ours, theirs = socket.socketpair()
+    child = os.fork()
+    if child == 0:  # the other process: echo until the pair closes
+        ours.close()
+        while data := theirs.recv(64):
+            theirs.send(data)
+        os._exit(0)
+    theirs.close()
+    procs = []
+    for i in range(n + 50):
+        t = time.perf_counter()
+        ours.send(b"x")
+        ours.recv(64)
+        if i >= 50:
+            procs.append((time.perf_counter() - t) * 1000)
+    ours.close()
+    os.waitpid(child, 0)
+    return {"threads_p50": pct(threads, 50), "processes_p50": pct(procs, 50)}
+
+
 def cpu_probe(n: int = 30) -> dict[str, float]:
     """Milliseconds for a fixed piece of pure-Python work (one million loop steps), median
     and slowest of ``n``: this machine kind's speed differs between hosts and hours (ten
@@ -435,14 +565,10 @@ def burst_ingest(
 
 def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from onecard.device_agents.protocol.blacklist import credential_key
-    from onecard.device_agents.protocol.codes import CredentialKind, DeviceKind
+    from onecard.device_agents.protocol.codes import CredentialKind
     from onecard.device_agents.runtime.agent import Presented
-    from onecard.device_agents.runtime.mqtt import BrokerAddress
     from onecard.device_agents.sim.fleet import (
         AMOUNT_KINDS,
-        Fleet,
-        FleetSettings,
-        tune_for_the_fleet,
     )
     from onecard.platform.actors import Actor
     from onecard.platform.cards.lifecycle import report_loss
@@ -468,7 +594,12 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
         print(f"[{name}] broker rtt {out['broker']}", flush=True)
         out["database"] = database_rtt(url)
         out["cpu_probe"] = cpu_probe()
-        print(f"[{name}] database rtt {out['database']} cpu probe {out['cpu_probe']}", flush=True)
+        out["handoff"] = handoff_rtt()
+        print(
+            f"[{name}] database rtt {out['database']} cpu probe {out['cpu_probe']} "
+            f"hand-off {out['handoff']}",
+            flush=True,
+        )
         with bridge_processes(url, port, args.bridges, args.workers) as bridge_pids:
             roles = {
                 "fleet": lambda: [os.getpid()],
@@ -478,22 +609,7 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
             if name == "postgres":
                 roles["database"] = postgres_pids
             cpu = CpuMeter(roles)
-            fleet = Fleet(
-                FleetSettings(
-                    devices=args.devices,
-                    kinds=(DeviceKind.POS, DeviceKind.DOOR),
-                    broker=BrokerAddress("127.0.0.1", port),
-                    folder=folder / "fleet",
-                    faults=frozenset({"duplicate"}),
-                    credentials=creds,
-                    tap_rate=1e-6,
-                    cards=CARDS,
-                    agent={"heartbeat_s": 60.0, "tap_timeout_s": 2.0},
-                )
-            )
-            fleet.taps = False
-            tune_for_the_fleet()  # as `onecard sim` does
-            f = fleet
+            fleet = f = make_fleet(args, port, folder / "fleet", creds)
             # (b) ingest: every terminal stores records offline, then all connect at once.
             t = time.monotonic()
             for k, term in enumerate(f.terminals):
@@ -531,64 +647,7 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
             print(f"[{name}] idle cpu {out['idle_cpu']}", flush=True)
 
             # (a) online tap round trip at a sustained rate.
-            lat: list[float] = []
-            timeouts = [0]
-            state = {"issued": 0, "begin": 0.0, "stop": False}
-            n = len(f.terminals)
-            interval = 1.0 / args.rate
-
-            def make_done(sent: float, warm: bool) -> Callable[[Any], None]:
-                def done(decision: Any) -> None:
-                    if not warm:
-                        return
-                    if decision.online:
-                        lat.append((time.perf_counter() - sent) * 1000)
-                    else:
-                        timeouts[0] += 1
-
-                return done
-
-            def driver() -> None:
-                if state["stop"]:
-                    return
-                now = time.monotonic()
-                due = int((now - state["begin"]) * args.rate) - state["issued"]
-                for _ in range(max(0, due)):
-                    k = state["issued"]
-                    state["issued"] = k + 1
-                    term = f.terminals[(k * 7919) % n]
-                    amount = 100 if term.kind in AMOUNT_KINDS else None
-                    warm = now - state["begin"] > args.warmup
-                    term.agent.present(
-                        Presented.uid(uid_of(k % CARDS).lower(), amount),
-                        make_done(time.perf_counter(), warm),
-                    )
-                f.loop.call_later(interval, driver)
-
-            def begin() -> None:
-                state["begin"] = time.monotonic()
-                driver()
-
-            f.loop.call(begin)
-            time.sleep(args.warmup)
-            cpu.start()
-            time.sleep(args.tap_seconds)
-            tap_cpu = cpu.shares()
-            f.loop.call(lambda: state.__setitem__("stop", True))
-            issued = state["issued"]
-            elapsed = time.monotonic() - state["begin"]
-            time.sleep(3)
-            measured = len(lat) + timeouts[0]
-            out["tap"] = {
-                "offered": issued / elapsed,
-                "achieved": len(lat) / args.tap_seconds,
-                "p50": pct(lat, 50),
-                "p99": pct(lat, 99),
-                "max": max(lat) if lat else float("nan"),
-                "timeouts": timeouts[0],
-                "measured": measured,
-                "cpu": tap_cpu,
-            }
+            out["tap"] = offered_taps(f, args, cpu)
             print(f"[{name}] tap {out['tap']}", flush=True)
             f.drain(timeout=120)  # timed-out taps became records; let them upload
             time.sleep(2)
@@ -647,11 +706,123 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
             print(f"[{name}] burst {out['burst']}", flush=True)
             fleet.stop()
             fleet = None
+        # (d) the floor under (a): the same taps at the same rate from a new fleet (the same
+        # terminals, empty stores), answered by a responder with nothing behind it.
+        for i in range(args.bridges):
+            forget_session(port, f"bench-bridge-{i}")
+        with echo_process(port) as echo_pid:
+            fleet = f = make_fleet(args, port, folder / "fleet-echo", creds)
+            f.start()
+            wait(lambda: f.online() == args.devices, 300, "all online (echo)", 0.05)
+            time.sleep(3)
+            cpu = CpuMeter(
+                {
+                    "fleet": lambda: [os.getpid()],
+                    "echo": lambda: [echo_pid],
+                    "broker": lambda: [broker.pid] if broker.pid else [],
+                }
+            )
+            out["echo"] = offered_taps(f, args, cpu)
+            print(f"[{name}] echo {out['echo']}", flush=True)
+            fleet.stop()
+            fleet = None
     finally:
         if fleet is not None:
             fleet.stop()
         broker.stop()
     return out
+
+
+def make_fleet(args: argparse.Namespace, port: int, folder: Path, creds: dict[str, Any]) -> Fleet:
+    """The bench's fleet: ``args.devices`` POS and door terminals that answer taps only when
+    told (:func:`offered_taps`), with duplicated uploads, not yet started."""
+    from onecard.device_agents.protocol.codes import DeviceKind
+    from onecard.device_agents.runtime.mqtt import BrokerAddress
+    from onecard.device_agents.sim.fleet import Fleet, FleetSettings, tune_for_the_fleet
+
+    fleet = Fleet(
+        FleetSettings(
+            devices=args.devices,
+            kinds=(DeviceKind.POS, DeviceKind.DOOR),
+            broker=BrokerAddress("127.0.0.1", port),
+            folder=folder,
+            faults=frozenset({"duplicate"}),
+            credentials=creds,
+            tap_rate=1e-6,
+            cards=CARDS,
+            agent={"heartbeat_s": 60.0, "tap_timeout_s": 2.0},
+        )
+    )
+    fleet.taps = False
+    tune_for_the_fleet()  # as `onecard sim` does
+    return fleet
+
+
+def offered_taps(f: Fleet, args: argparse.Namespace, cpu: CpuMeter) -> dict[str, Any]:
+    """Present ``args.rate`` taps a second on the fleet's terminals (in turn, every 7,919th)
+    for ``args.warmup`` + ``args.tap_seconds``; the round trips (present -> decision) of the
+    taps presented after the warm-up, and where the cores went meanwhile."""
+    from onecard.device_agents.runtime.agent import Presented
+    from onecard.device_agents.sim.fleet import AMOUNT_KINDS
+
+    lat: list[float] = []
+    timeouts = [0]
+    state: dict[str, Any] = {"issued": 0, "begin": 0.0, "stop": False}
+    n = len(f.terminals)
+    interval = 1.0 / args.rate
+
+    def make_done(sent: float, warm: bool) -> Callable[[Any], None]:
+        def done(decision: Any) -> None:
+            if not warm:
+                return
+            if decision.online:
+                lat.append((time.perf_counter() - sent) * 1000)
+            else:
+                timeouts[0] += 1
+
+        return done
+
+    def driver() -> None:
+        if state["stop"]:
+            return
+        now = time.monotonic()
+        due = int((now - state["begin"]) * args.rate) - state["issued"]
+        for _ in range(max(0, due)):
+            k = state["issued"]
+            state["issued"] = k + 1
+            term = f.terminals[(k * 7919) % n]
+            amount = 100 if term.kind in AMOUNT_KINDS else None
+            warm = now - state["begin"] > args.warmup
+            term.agent.present(
+                Presented.uid(uid_of(k % CARDS).lower(), amount),
+                make_done(time.perf_counter(), warm),
+            )
+        f.loop.call_later(interval, driver)
+
+    def begin() -> None:
+        state["begin"] = time.monotonic()
+        driver()
+
+    f.loop.call(begin)
+    time.sleep(args.warmup)
+    cpu.start()
+    time.sleep(args.tap_seconds)
+    tap_cpu = cpu.shares()
+    f.loop.call(lambda: state.__setitem__("stop", True))
+    issued = state["issued"]
+    elapsed = time.monotonic() - state["begin"]
+    time.sleep(3)
+    measured = len(lat) + timeouts[0]
+    return {
+        "offered": issued / elapsed,
+        "achieved": len(lat) / args.tap_seconds,
+        "p50": pct(lat, 50),
+        "p99": pct(lat, 99),
+        "max": max(lat) if lat else float("nan"),
+        "timeouts": timeouts[0],
+        "measured": measured,
+        "cpu": tap_cpu,
+    }
 
 
 def each_backend(
@@ -712,6 +883,10 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ("(d) database SELECT 1 RTT p50 ms", "database.p50", ".3f", ""),
         ("(d) database SELECT 1 RTT p99 ms", "database.p99", ".3f", ""),
         ("(d) CPU probe: 1M Python loop steps, median ms", "cpu_probe.p50", ".1f", ""),
+        ("(d) wake a thread and back (queue) p50 ms", "handoff.threads_p50", ".3f", ""),
+        ("(d) wake a process and back (socket) p50 ms", "handoff.processes_p50", ".3f", ""),
+        ("(d) same taps, echo responder: p50 ms", "echo.p50", ".1f", ""),
+        ("(d) same taps, echo responder: p99 ms", "echo.p99", ".1f", ""),
     ]
     head = ["metric", *[r["backend"] for r in results], "target"]
     lines = [head]
