@@ -204,18 +204,22 @@ def test_a_tap_batch_on_a_connection_the_server_dropped_is_decided_on_a_new_one(
     admin = make_engine(database_url)
     try:
         bridge = _bridge(make_session_factory(engine))
-        for n, cached in enumerate([False, True]):
+        # One tap: its own statements; two: a batch, whose reads go to the server together
+        # on the driver's connection (`read_together`), outside SQLAlchemy's statements.
+        for n, (cached, size) in enumerate([(False, 1), (True, 1), (True, 2)]):
             if not cached:
                 bridge._refs.clear()  # the chunk's first statement: the registry's read
             pid = bridge.transaction(lambda s: s.scalar(text("SELECT pg_backend_pid()")))
             with admin.connect() as other:
                 other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
                 other.commit()
-            bridge.handle_taps([(dev, encode(_tap(f"dead-{n}", ok)))])
+            bridge.handle_taps([(dev, encode(_tap(f"dead-{n}-{i}", ok))) for i in range(size)])
             assert bridge.counts[("bridge", "retried")] == n + 1
         assert [(m.req_id, m.reason.value) for m in bridge.sent] == [
-            ("dead-0", "NO_HANDLER"),
-            ("dead-1", "NO_HANDLER"),
+            ("dead-0-0", "NO_HANDLER"),
+            ("dead-1-0", "NO_HANDLER"),
+            ("dead-2-0", "NO_HANDLER"),
+            ("dead-2-1", "NO_HANDLER"),
         ]
     finally:
         engine.dispose()
@@ -257,3 +261,53 @@ def test_a_request_decided_elsewhere_meanwhile_is_answered_with_that_decision(
     with session_factory() as s, tenant_scope(tenant.id):
         count = s.scalar(select(func.count()).where(DeviceTap.req_id == "race-1"))
     assert count == 1
+
+
+@pytest.mark.postgres_only
+def test_a_batch_whose_request_was_decided_elsewhere_commits_nothing_and_answers_each_once(
+    make_tenant: Any,
+    session_factory: sessionmaker[Session],
+    now: datetime,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another bridge records one of a batch's requests after the batch's reads: the batch's
+    rows and its COMMIT, sent together (`write_last`), fail on the unique ``(device, req_id)``
+    and commit none of its rows; each tap is then decided on its own, the raced one answered
+    with the decision recorded first."""
+    tenant = make_tenant()
+    dev, ok, lost = _setup(session_factory, tenant.id, now)
+    bridge = _bridge(session_factory)
+    original = taps.TapBatch.write
+
+    def decided_elsewhere_first(batch: taps.TapBatch, session: Session) -> None:
+        with session_factory() as other, tenant_scope(tenant.id):
+            ref = services.resolve(other, dev)
+            assert ref is not None
+            other.add(
+                DeviceTap(
+                    device_pk=ref.pk, req_id="race-b", card_no=ok, card_id=None, allow=True,
+                    reason="OK", amount_fen=None, entry_ids=[],
+                    reply={"v": 1, "req_id": "race-b", "allow": True, "reason": "OK",
+                           "display": "first"},
+                    decided_at=now,
+                )
+            )  # fmt: skip
+            other.commit()
+        original(batch, session)
+
+    monkeypatch.setattr(taps.TapBatch, "write", decided_elsewhere_first)
+    chunk = [_tap("race-a", lost), _tap("race-b", ok)]
+    bridge.handle_taps([(dev, encode(t)) for t in chunk])
+    assert "a batch of 2 taps failed; one by one" in caplog.text
+    assert [(m.req_id, m.allow, m.reason.value, m.display) for m in bridge.sent] == [
+        ("race-a", False, "CARD_LOST", "Card reported lost"),
+        ("race-b", True, "OK", "first"),
+    ]
+    with session_factory() as s, tenant_scope(tenant.id):
+        rows = s.execute(
+            select(DeviceTap.req_id, func.count())
+            .where(DeviceTap.req_id.in_(["race-a", "race-b"]))
+            .group_by(DeviceTap.req_id)
+        ).all()
+    assert sorted(rows) == [("race-a", 1), ("race-b", 1)]

@@ -17,7 +17,7 @@ chain's counter row.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -31,7 +31,7 @@ from onecard.device_agents.protocol.codes import ALLOW_REASONS, CredentialKind, 
 from onecard.platform.actors import Actor
 from onecard.platform.cards.models import Card, CardStatus
 from onecard.platform.clock import as_utc
-from onecard.platform.db.sql import DIALECTS, in_values
+from onecard.platform.db.sql import DIALECTS, in_values, read_together, write_last
 from onecard.platform.devices.models import DeviceTap
 from onecard.platform.devices.services import DeviceRef
 from onecard.platform.devices.wire import TapDecision as DecisionMessage
@@ -238,6 +238,9 @@ _PURSE = (
     )
     .limit(1)
 )
+# Inline: no RETURNING of the new ids, which a single row's insert would otherwise fetch
+# (and which cannot be read before the COMMIT that `write_last` sends with the rows).
+_INSERT_ROWS = insert(DeviceTap).inline()
 _INSERT_TAP = {
     dialect: insert(DeviceTap)
     .on_conflict_do_nothing(index_elements=["device_pk", "req_id"])
@@ -301,12 +304,14 @@ _FACTS_NO_CARD = _facts_query(None)
 
 class TapBatch:
     """Taps decided together in one transaction (the bridge's chunk): the replay check, the
-    cards and the purse balances of all of them are read up front (three statements), and
-    their rows are written at the end by :meth:`write` (one ``executemany``), instead of two
-    statements per tap. The cards come with their holders' purse balances (outer joins, as in
-    :func:`_facts`): on PostgreSQL every statement is a round trip, and under load the round
-    trips, not the database's work, are what a chunk waits for. Pass it to :func:`decide` for
-    each tap, then call :meth:`write` before committing.
+    cards and the purse balances of all of them are read up front, and their rows are
+    written at the end by :meth:`write` (one ``executemany``). The cards come with their
+    holders' purse balances (outer joins, as in :func:`_facts`). On PostgreSQL the reads
+    travel with the transaction's BEGIN and the rows with its COMMIT (`read_together`,
+    `write_last`): a chunk of taps nobody posts for costs two network round trips, however
+    many taps it holds, where a tap decided on its own costs four; under load the round trips,
+    not the database's work, are what a chunk waits for. Pass it to :func:`decide` for each
+    tap, then call :meth:`write` and commit.
 
     A request that another transaction decided meanwhile makes :meth:`write` fail on the
     unique ``(device, req_id)``: the caller rolls back and decides those taps one by one.
@@ -315,8 +320,14 @@ class TapBatch:
     def __init__(self, session: Session, taps: Sequence[tuple[DeviceRef, TapMessage]]) -> None:
         self.rows: list[dict[str, Any]] = []
         self.decided: dict[tuple[int, str], TapOutcome] = {}
-        self._replies = _replies(session, [(d.pk, t.req_id) for d, t in taps])
-        self._cards, self._balances = _cards(session, taps)
+        conn = session.connection()
+        keys = [(d.pk, t.req_id) for d, t in taps]
+        replies = _reply_reads(conn.dialect.name, keys)
+        cards = _card_reads(conn.dialect.name, taps)
+        rows = read_together(conn, replies + [(stmt, params) for _k, stmt, params in cards])
+        self._replies = _replies(rows[: len(replies)], set(keys))
+        found = zip([kind for kind, _s, _p in cards], rows[len(replies) :], strict=True)
+        self._cards, self._balances = _cards(found)
 
     def facts_of(self, device: DeviceRef, tap: TapMessage) -> _TapFacts:
         """What :func:`_facts` would read for ``tap``, from the batch's reads."""
@@ -327,11 +338,13 @@ class TapBatch:
         return _TapFacts(first, card, self._balances.get((device.tenant_id, card.person_id)))
 
     def write(self, session: Session) -> None:
-        """Insert the decided taps' rows (plain insert: the replay check ran in this
-        transaction, so only a concurrent decision can collide, and that fails the batch)."""
-        if self.rows:
-            session.connection().execute(insert(DeviceTap), self.rows)
-            self.rows = []
+        """Insert the decided taps' rows, as the transaction's last statement: the caller
+        commits next (on PostgreSQL the COMMIT goes with the rows, `write_last`). A plain
+        insert: the replay check ran in this transaction, so only a concurrent decision can
+        collide, and that fails the batch."""
+        session.flush()  # what the ORM holds (a module's writes) goes first, in this transaction
+        write_last(session.connection(), _INSERT_ROWS, self.rows)
+        self.rows = []
 
 
 def _credential(tap: TapMessage) -> tuple[CredentialKind, str]:
@@ -383,50 +396,63 @@ _BATCH_CARDS = {
 }
 
 
-def _replies(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], TapOutcome]:
-    out: dict[tuple[int, str], TapOutcome] = {}
-    conn = session.connection()
-    postgres = conn.dialect.name == "postgresql"
-    wanted = set(keys)
+def _reply_reads(dialect: str, keys: list[tuple[int, str]]) -> list[tuple[Any, dict[str, Any]]]:
+    """The replay check's statements for ``keys`` (``(device pk, req_id)``), 500 a statement;
+    on PostgreSQL a superset of the pairs (narrowed by :func:`_replies`)."""
+    reads: list[tuple[Any, dict[str, Any]]] = []
     for i in range(0, len(keys), 500):
         part = keys[i : i + 500]
-        if postgres:
-            params: dict[str, Any] = {
-                "pks": sorted({k[0] for k in part}),
-                "req_ids": sorted({k[1] for k in part}),
-            }
-            rows = conn.execute(_REPLIES["postgresql"], params)
+        if dialect == "postgresql":
+            params = {"pks": sorted({k[0] for k in part}), "req_ids": sorted({k[1] for k in part})}
+            reads.append((_REPLIES["postgresql"], params))
         else:
-            rows = conn.execute(_REPLIES["sqlite"], {"keys": part})
+            reads.append((_REPLIES["sqlite"], {"keys": part}))
+    return reads
+
+
+def _replies(
+    results: list[list[Any]], wanted: set[tuple[int, str]]
+) -> dict[tuple[int, str], TapOutcome]:
+    out: dict[tuple[int, str], TapOutcome] = {}
+    for rows in results:
         for pk, req_id, allow, reason, entry_ids, reply in rows:
             if (pk, req_id) in wanted:
                 out[(pk, req_id)] = _replayed(req_id, allow, reason, entry_ids, reply)
     return out
 
 
-def _cards(
-    session: Session, taps: Sequence[tuple[DeviceRef, TapMessage]]
-) -> tuple[dict[tuple[int, CredentialKind, str], CardFacts], dict[tuple[int, int], int | None]]:
-    """The cards the taps name, and their holders' purse balances (signed; a holder without a
-    purse is left out), in one statement per credential kind and 500 values."""
+def _card_reads(
+    dialect: str, taps: Sequence[tuple[DeviceRef, TapMessage]]
+) -> list[tuple[CredentialKind, Any, dict[str, Any]]]:
+    """The statements that read the cards the taps name, with their holders' purse balances:
+    one per credential kind and 500 values."""
     wanted: dict[CredentialKind, set[str]] = {}
-    tenants = {d.tenant_id for d, _t in taps}
+    tenants = sorted({d.tenant_id for d, _t in taps})
     for _d, t in taps:
         kind, value = _credential(t)
         wanted.setdefault(kind, set()).add(value)
-    cards: dict[tuple[int, CredentialKind, str], CardFacts] = {}
-    balances: dict[tuple[int, int], int | None] = {}
-    conn = session.connection()
-    for kind, stmt in _BATCH_CARDS[conn.dialect.name].items():
+    reads = []
+    for kind, stmt in _BATCH_CARDS[dialect].items():
         values = sorted(wanted.get(kind, ()))
         for i in range(0, len(values), 500):
-            params = {"tenants": sorted(tenants), "values": values[i : i + 500]}
-            for row in conn.execute(stmt, params):
-                tid, found, cid, no, person, status, expires, account_type, raw = row
-                at = as_utc(expires) if expires else None
-                cards[(tid, kind, str(found))] = CardFacts(cid, no, person, status, at)
-                if account_type is not None:
-                    balances[(tid, person)] = (raw or 0) * AccountType(account_type).sign
+            reads.append((kind, stmt, {"tenants": tenants, "values": values[i : i + 500]}))
+    return reads
+
+
+def _cards(
+    results: Iterable[tuple[CredentialKind, list[Any]]],
+) -> tuple[dict[tuple[int, CredentialKind, str], CardFacts], dict[tuple[int, int], int | None]]:
+    """The cards read by :func:`_card_reads`' statements, and their holders' purse balances
+    (signed; a holder without a purse is left out)."""
+    cards: dict[tuple[int, CredentialKind, str], CardFacts] = {}
+    balances: dict[tuple[int, int], int | None] = {}
+    for kind, rows in results:
+        for row in rows:
+            tid, found, cid, no, person, status, expires, account_type, raw = row
+            at = as_utc(expires) if expires else None
+            cards[(tid, kind, str(found))] = CardFacts(cid, no, person, status, at)
+            if account_type is not None:
+                balances[(tid, person)] = (raw or 0) * AccountType(account_type).sign
     return cards, balances
 
 
