@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -30,7 +30,8 @@ from onecard.platform.devices.wire import BLACKLIST, ListDelta, ListSnapshotChun
 from onecard.platform.errors import NotFound
 
 # One hello or heartbeat asks for a device's state row several times: read it once per session
-# (the bridge opens a session per unit of work, so the memo never outlives a transaction's rows).
+# (the bridge opens a session per unit of work, so the memo never outlives a transaction's rows;
+# any rollback, a savepoint's too, forgets it: a row made in the savepoint is gone, `_forget`).
 _MEMO = "onecard.devices.list_states"
 SNAPSHOT_AFTER = 5000  # versions behind: a snapshot is smaller than the delta
 RESEND_AFTER = timedelta(seconds=30)
@@ -56,6 +57,13 @@ def card_keys(session: Session, card_nos: Iterable[str]) -> list[int]:
     keys = {credential_key(CredentialKind.CARD_NO, c) for c in wanted}
     keys |= {credential_key(CredentialKind.UID, u) for u in uids.values() if u}
     return sorted(keys)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget(session: Session, _previous: Any) -> None:
+    """Drop the memo of list-state rows after any rollback, a savepoint's included: rows made
+    or changed inside it are gone or stale, and the next use reads them again."""
+    session.info.pop(_MEMO, None)
 
 
 def _state(session: Session, device_pk: int, name: str) -> DeviceListState:
