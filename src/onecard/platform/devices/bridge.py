@@ -95,9 +95,9 @@ MAX_SINGLES = 50
 # Taps in a chunk from which deciding them as a `taps.TapBatch` pays. PostgreSQL: from two
 # (its reads go with the BEGIN and its rows with the COMMIT, psycopg's pipeline); measured
 # in-process, alternating blocks of 100 chunks, against deciding each tap on its own: wall
-# time a tap -16 % for chunks of two, -32 % of three, +21 % for one (one combined read and
-# plain statements beat the pipeline's extra socket waits). SQLite, with no round trips to
-# save: from four (the batch's statements cost more CPU).
+# time a tap -16 % for chunks of two, -32 % of three, +21 % for one (a single tap's one
+# combined read beats the batch's two; sending that read with the BEGIN gained nothing
+# measurable). SQLite, with no round trips to save: from four (the batch costs more CPU).
 TAP_BATCH_FROM = {"postgresql": 2, "sqlite": 4}
 TX_ATTEMPTS = 4  # runs of a shared transaction the database failed as a deadlock victim
 RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
