@@ -37,27 +37,30 @@ def in_values(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
 # -- one network round trip for several statements (PostgreSQL) --------------------------------
 #
 # On PostgreSQL every statement of a transaction waits for its answer before the next is sent,
-# and so do the BEGIN psycopg sends before the first and the COMMIT after the last: a tap had
-# cost four round trips, and on this project's machines (nested virtual machines, where waking
-# a process costs a tenth of a millisecond or more) those waits, not the server's work, were
-# most of its time. psycopg's pipeline mode sends several statements at once and reads their
-# answers after one Sync. SQLAlchemy cannot read rows in that mode (it asks for a result's
-# columns before the Sync), so the reads below run on the driver's connection, inside the
-# transaction SQLAlchemy holds; their errors are turned into SQLAlchemy's, as its own
-# statements' would be (a dead connection is invalidated, so the pool drops it).
+# and so do the BEGIN psycopg sends before the first and the COMMIT after the last; on this
+# project's machines (nested virtual machines, where waking a process can cost a tenth of a
+# millisecond or more) each wait costs both sides CPU as well as time. psycopg's pipeline mode
+# sends several statements at once and reads their answers after one Sync (a chunk of two or
+# three taps: a fifth to a third less time, docs/devices.md). SQLAlchemy cannot read rows in
+# that mode (it asks for a result's columns before the Sync), so the reads below run on the
+# driver's connection, inside the transaction SQLAlchemy holds; their errors are turned into
+# SQLAlchemy's, as its own statements' would be (a dead connection is invalidated, so the pool
+# drops it).
 
-_COMPILED: dict[tuple[int, str], tuple[str, dict[str, Any]]] = {}
+# The compiled statements, by the statement's id; each entry holds the statement itself, so the
+# id cannot be reused by another object while the entry exists.
+_COMPILED: dict[tuple[int, str], tuple[ClauseElement, str, dict[str, Any]]] = {}
 
 
 def _compiled(stmt: ClauseElement, dialect: Dialect) -> tuple[str, dict[str, Any]]:
     """The driver's SQL text of ``stmt`` and the values of its literal parameters, compiled
-    once per process (``stmt`` must live as long: a module's constant)."""
+    once per process and dialect (meant for statements built once: a module's constants)."""
     key = (id(stmt), dialect.name)
     hit = _COMPILED.get(key)
     if hit is None:
         compiled = stmt.compile(dialect=dialect)
-        hit = _COMPILED[key] = (str(compiled), dict(compiled.params))
-    return hit
+        hit = _COMPILED[key] = (stmt, str(compiled), dict(compiled.params))
+    return hit[1], hit[2]
 
 
 def read_together(conn: Connection, reads: Sequence[tuple[Any, dict[str, Any]]]) -> list[list[Any]]:
