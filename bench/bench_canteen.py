@@ -33,20 +33,18 @@ Usage: .venv/bin/python bench/bench_canteen.py [--pos 200] [--rates 10,25,50,100
 from __future__ import annotations
 
 import argparse
-import contextlib
-import multiprocessing as mp
 import re
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_devices import each_backend, free_port, machine, pct, uid_of, wait
+from bench_devices import child, each_backend, free_port, machine, pct, uid_of, wait
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORM_PW = "bench-platform-password"
@@ -100,25 +98,6 @@ def web_main(url: str, port: int, ready: Any, stop: Any) -> None:
     stop.wait()
     app.extensions["onecard.live"].stopped.set()
     server.shutdown()
-
-
-@contextlib.contextmanager
-def child(target: Callable[..., None], *args: Any) -> Iterator[int]:
-    """Run ``target(*args, ready, stop)`` in a spawned process while the block runs."""
-    ctx = mp.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=target, args=(*args, ready, stop), daemon=True)
-    proc.start()
-    try:
-        if not ready.wait(90):
-            raise RuntimeError(f"{target.__name__} did not come up")
-        yield int(proc.pid or 0)
-    finally:
-        stop.set()
-        proc.join(20)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
 
 
 # -- the canteen world ----------------------------------------------------------------------

@@ -225,21 +225,23 @@ def echo_main(port: int, ready: Any, stop: Any) -> None:
 
 
 @contextlib.contextmanager
-def echo_process(port: int) -> Iterator[int]:
-    """:func:`echo_main` in its own process; yields its pid."""
+def child(target: Callable[..., None], *args: Any) -> Iterator[int]:
+    """Run ``target(*args, ready, stop)`` in a spawned process while the block runs; yields
+    its pid (also used by bench_canteen.py)."""
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=echo_main, args=(port, ready, stop), daemon=True)
+    proc = ctx.Process(target=target, args=(*args, ready, stop), daemon=True)
     proc.start()
     try:
-        if not ready.wait(60):
-            raise RuntimeError("the echo responder did not come up")
+        if not ready.wait(90):
+            raise RuntimeError(f"{target.__name__} did not come up")
         yield int(proc.pid or 0)
     finally:
         stop.set()
-        proc.join(10)
+        proc.join(20)
         if proc.is_alive():
             proc.terminate()
+            proc.join(5)
 
 
 def forget_session(port: int, client_id: str) -> None:
@@ -710,7 +712,7 @@ def run_backend(name: str, url: str, args: argparse.Namespace, folder: Path) -> 
         # terminals, empty stores), answered by a responder with nothing behind it.
         for i in range(args.bridges):
             forget_session(port, f"bench-bridge-{i}")
-        with echo_process(port) as echo_pid:
+        with child(echo_main, port) as echo_pid:
             fleet = f = make_fleet(args, port, folder / "fleet-echo", creds)
             f.start()
             wait(lambda: f.online() == args.devices, 300, "all online (echo)", 0.05)
