@@ -452,8 +452,8 @@ def handoff_rtt(n: int = 2000) -> dict[str, float]:
     there.put(None)
     thread.join()
     ours, theirs = socket.socketpair()
-    child = os.fork()
-    if child == 0:  # the other process: echo until the pair closes
+    pid = os.fork()
+    if pid == 0:  # the other process: echo until the pair closes
         ours.close()
         while data := theirs.recv(64):
             theirs.send(data)
@@ -467,7 +467,7 @@ def handoff_rtt(n: int = 2000) -> dict[str, float]:
         if i >= 50:
             procs.append((time.perf_counter() - t) * 1000)
     ours.close()
-    os.waitpid(child, 0)
+    os.waitpid(pid, 0)
     return {"threads_p50": pct(threads, 50), "processes_p50": pct(procs, 50)}
 
 
